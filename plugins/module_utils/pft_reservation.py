@@ -1,0 +1,303 @@
+# -*- coding: utf-8 -*-
+"""Spare reservations on the pft controller.
+
+Two evacuations running at once must never get the same spare. A reservation
+is a small JSON file ``<dir>/<host>.json`` holding the host, the owner (who
+evacuates what), creation time and expiry (wall clock, seconds since epoch).
+
+Atomicity
+    * Every change (reserve, release, reclaim) holds an exclusive ``flock`` on
+      ``<dir>/.lock``, with a deadline, so reading "is it free or expired?" and
+      writing the new reservation are one step for all pft processes.
+    * A reservation file appears atomically: its content is written to a
+      private temporary file that is then hard-linked to ``<host>.json``;
+      ``link`` fails if the name exists (O_EXCL semantics), and readers never
+      see a half-written file.
+    * flock works between processes on one controller; the directory must be
+      on a local file system (not NFS).
+
+Semantics
+    * ``reserve(hosts, owner, ttl)`` takes the first host of ``hosts`` (best
+      first) that has no live reservation. If ``owner`` already holds a live
+      reservation for one of them it is returned unchanged (idempotent).
+    * ``release(hosts, owner)`` removes the owner's reservations; another
+      owner's reservation is refused unless ``force``.
+    * ``reclaim()`` removes expired reservations; ``reserve`` reclaims an
+      expired reservation of a host it wants.
+    * ``dry_run=True`` computes the same answer and writes nothing (check mode).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+import uuid
+
+DEFAULT_DIR = "/var/lib/pft/reservations"
+DEFAULT_TTL = 1800
+DEFAULT_LOCK_TIMEOUT = 30.0
+LOCK_NAME = ".lock"
+SUFFIX = ".json"
+_HOST_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
+
+
+class ReservationError(Exception):
+    """A clear message naming the host, owner or directory at fault."""
+
+
+def check_host(host):
+    if not isinstance(host, str) or not _HOST_RE.match(host):
+        raise ReservationError("host name %r is not usable for a reservation (letters, digits, _ . : - ; "
+                               "not starting with . or -)" % (host,))
+    return host
+
+
+def check_owner(owner):
+    if not isinstance(owner, str) or not owner.strip() or len(owner) > 512 or "\n" in owner:
+        raise ReservationError("reservation owner %r must be a non-empty single-line string (<= 512 chars)"
+                               % (owner,))
+    return owner
+
+
+class Reservation:
+    __slots__ = ("host", "owner", "created", "expires", "id", "pid")
+
+    def __init__(self, host, owner, created, expires, rid=None, pid=None):
+        self.host = host
+        self.owner = owner
+        self.created = float(created)
+        self.expires = float(expires)
+        self.id = rid or uuid.uuid4().hex
+        self.pid = pid
+
+    def expired(self, now):
+        return self.expires <= now
+
+    def as_dict(self, now=None):
+        data = {"host": self.host, "owner": self.owner, "created": self.created, "expires": self.expires,
+                "id": self.id, "pid": self.pid}
+        if now is not None:
+            data["expired"] = self.expired(now)
+            data["remaining"] = max(0.0, round(self.expires - now, 3))
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(data["host"], data["owner"], data["created"], data["expires"], data.get("id"), data.get("pid"))
+
+
+class ReservationStore:
+    def __init__(self, directory=DEFAULT_DIR, lock_timeout=DEFAULT_LOCK_TIMEOUT, clock=time.time):
+        if not directory or not os.path.isabs(directory):
+            raise ReservationError("reservation directory %r must be an absolute path" % (directory,))
+        self.directory = directory
+        self.lock_timeout = float(lock_timeout)
+        self.clock = clock
+
+    # -- helpers ------------------------------------------------------------
+    def _path(self, host):
+        return os.path.join(self.directory, check_host(host) + SUFFIX)
+
+    def _ensure_dir(self):
+        try:
+            os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        except OSError as exc:
+            raise ReservationError("cannot create reservation directory %s: %s" % (self.directory, exc.strerror))
+        if not os.path.isdir(self.directory):
+            raise ReservationError("reservation directory %s is not a directory" % self.directory)
+
+    def _lock(self):
+        """Exclusive flock on <dir>/.lock with a deadline; returns the open fd."""
+        self._ensure_dir()
+        path = os.path.join(self.directory, LOCK_NAME)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise ReservationError("cannot open lock file %s: %s" % (path, exc.strerror))
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise ReservationError("cannot lock %s: %s" % (path, exc.strerror))
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise ReservationError("reservation lock %s still held by another process after %.1f s"
+                                       % (path, self.lock_timeout))
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    @staticmethod
+    def _unlock(fd):
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _read(self, path):
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                data = json.load(handle)
+            return Reservation.from_dict(data)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ReservationError("reservation file %s is unreadable or corrupt: %s" % (path, exc))
+
+    def _write_new(self, reservation):
+        """Create <host>.json atomically; False if it already exists."""
+        final = self._path(reservation.host)
+        tmp = os.path.join(self.directory, ".%s.%s.tmp" % (reservation.host, reservation.id))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(reservation.as_dict(), handle, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        return True
+
+    # -- API ----------------------------------------------------------------
+    def list(self):
+        """All reservations (live and expired), sorted by host."""
+        if not os.path.isdir(self.directory):
+            return []
+        found = []
+        for entry in sorted(os.listdir(self.directory)):
+            if entry.startswith(".") or not entry.endswith(SUFFIX):
+                continue
+            reservation = self._read(os.path.join(self.directory, entry))
+            if reservation is not None:
+                found.append(reservation)
+        return found
+
+    def active(self, now=None):
+        """``{host: Reservation}`` of live (unexpired) reservations."""
+        now = self.clock() if now is None else now
+        return {r.host: r for r in self.list() if not r.expired(now)}
+
+    def reserve(self, hosts, owner, ttl=DEFAULT_TTL, dry_run=False):
+        """Reserve the first free host of ``hosts`` (best first) for ``owner``.
+
+        Returns ``{"host", "reservation", "changed", "skipped", "reclaimed", "reason"}``;
+        ``host`` is None when every host holds a live reservation of another owner.
+        """
+        check_owner(owner)
+        hosts = [check_host(h) for h in hosts]
+        if not isinstance(ttl, (int, float)) or ttl <= 0:
+            raise ReservationError("reservation ttl must be > 0 seconds, got %r" % (ttl,))
+        fd = None if dry_run else self._lock()
+        try:
+            now = self.clock()
+            current = {r.host: r for r in self.list()}
+            # Idempotent: the owner already holds one of these hosts.
+            for host in hosts:
+                mine = current.get(host)
+                if mine is not None and mine.owner == owner and not mine.expired(now):
+                    return {"host": host, "reservation": mine.as_dict(now), "changed": False, "skipped": {},
+                            "reclaimed": [], "reason": "%s already reserved by %s" % (host, owner)}
+            skipped = {}
+            reclaimed = []
+            for host in hosts:
+                held = current.get(host)
+                if held is not None and not held.expired(now):
+                    skipped[host] = held.owner
+                    continue
+                if held is not None:
+                    reclaimed.append(held.as_dict(now))
+                    if not dry_run:
+                        self._remove_if_same(held)
+                new = Reservation(host, owner, now, now + ttl, pid=os.getpid())
+                if not dry_run and not self._write_new(new):
+                    # Only reachable if something bypasses the lock; never double-book.
+                    skipped[host] = "(concurrent writer)"
+                    continue
+                return {"host": host, "reservation": new.as_dict(now), "changed": True, "skipped": skipped,
+                        "reclaimed": reclaimed,
+                        "reason": "%s reserved for %s until %s" % (host, owner, _iso(new.expires))}
+            if not hosts:
+                reason = "no spare: no hosts given"
+            else:
+                reason = "no spare: all %d host(s) reserved by other evacuations (%s)" % (
+                    len(hosts), ", ".join("%s by %s" % (h, o) for h, o in skipped.items()))
+            return {"host": None, "reservation": None, "changed": bool(reclaimed), "skipped": skipped,
+                    "reclaimed": reclaimed, "reason": reason}
+        finally:
+            self._unlock(fd)
+
+    def _remove_if_same(self, reservation):
+        path = self._path(reservation.host)
+        current = self._read(path)
+        if current is not None and current.id == reservation.id:
+            os.unlink(path)
+            return True
+        return False
+
+    def release(self, hosts=None, owner=None, force=False, dry_run=False):
+        """Release reservations of ``owner`` (for ``hosts``, or all of the owner's when None).
+
+        Another owner's reservation is refused unless ``force``. Expired ones
+        are removed whoever owns them. Returns ``{"released", "refused", "absent", "changed"}``.
+        """
+        if owner is None and not force:
+            raise ReservationError("releasing needs the owner (or force)")
+        if owner is not None:
+            check_owner(owner)
+        if hosts is not None:
+            hosts = [check_host(h) for h in hosts]
+        if dry_run and not os.path.isdir(self.directory):
+            return {"released": [], "refused": {}, "absent": list(hosts or []), "changed": False}
+        fd = None if dry_run else self._lock()
+        try:
+            now = self.clock()
+            current = {r.host: r for r in self.list()}
+            targets = hosts if hosts is not None else sorted(h for h, r in current.items() if r.owner == owner)
+            released, refused, absent = [], {}, []
+            for host in targets:
+                held = current.get(host)
+                if held is None:
+                    absent.append(host)
+                    continue
+                if held.owner != owner and not force and not held.expired(now):
+                    refused[host] = held.owner
+                    continue
+                if dry_run or self._remove_if_same(held):
+                    released.append(held.as_dict(now))
+                else:
+                    absent.append(host)
+            return {"released": released, "refused": refused, "absent": absent, "changed": bool(released)}
+        finally:
+            self._unlock(fd)
+
+    def reclaim(self, dry_run=False):
+        """Remove expired reservations; returns the list removed (or that would be)."""
+        if not os.path.isdir(self.directory):
+            return []
+        fd = None if dry_run else self._lock()
+        try:
+            now = self.clock()
+            removed = []
+            for reservation in self.list():
+                if reservation.expired(now) and (dry_run or self._remove_if_same(reservation)):
+                    removed.append(reservation.as_dict(now))
+            return removed
+        finally:
+            self._unlock(fd)
+
+
+def _iso(timestamp):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
