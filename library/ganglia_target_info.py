@@ -1,0 +1,1 @@
+../plugins/modules/ganglia_target_info.py

@@ -1,0 +1,1 @@
+../plugins/modules/spare_reservation.py
