@@ -1,0 +1,151 @@
+"""``testbed`` command line: bring the virtual cluster up and down, and act on its nodes."""
+import argparse
+import json
+import os
+import sys
+
+from pft_testbed import config
+from pft_testbed.errors import TestbedError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_INVENTORY = os.path.join(REPO, "inventory", "testbed")
+
+
+def _compute(text):
+    try:
+        return config.check_compute(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _name(text):
+    try:
+        return config.check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _float(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(
+        prog="testbed", description="pft's virtual cluster: QEMU/TCG nodes with ipmi_sim BMCs on a private network.")
+    ap.add_argument("--name", type=_name, default=os.environ.get("PFT_TESTBED_NAME", "pft"),
+                    help="testbed name; two testbeds with different names never collide (default: pft, "
+                         "or $PFT_TESTBED_NAME)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="boot the cluster (head + N compute) and write the inventory")
+    up.add_argument("--compute", type=_compute, default=3, help="compute nodes, the last one a spare (default 3)")
+    up.add_argument("--timeout", type=int, default=None, help="seconds to wait for every node's ssh")
+    up.add_argument("--inventory", default=DEFAULT_INVENTORY, help="where to write the inventory")
+    sub.add_parser("down", help="stop everything; leaves no process, namespace, tap, mount or file")
+    st = sub.add_parser("status", help="state of each node")
+    st.add_argument("--json", action="store_true")
+    s = sub.add_parser("ssh", help="shell (or command) on a node")
+    s.add_argument("node")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run instead of a shell")
+    c = sub.add_parser("console", help="attach to a node's serial console (Ctrl-] leaves), or print its log")
+    c.add_argument("node")
+    c.add_argument("--log", action="store_true", help="print the console log instead of attaching")
+    h = sub.add_parser("heat", help="set a BMC sensor reading, e.g. heat compute1 'CPU1 Temp' 92")
+    h.add_argument("node")
+    h.add_argument("sensor")
+    h.add_argument("value", type=_float)
+    co = sub.add_parser("cool", help="every sensor of the node's BMC back to nominal (and the BMC reachable)")
+    co.add_argument("node")
+    bf = sub.add_parser("bmc-fail", help="make the node's BMC unreachable")
+    bf.add_argument("node")
+    br = sub.add_parser("bmc-restore", help="make the node's BMC reachable again")
+    br.add_argument("node")
+    k = sub.add_parser("kill", help="stop the node abruptly (its BMC stays up)")
+    k.add_argument("node")
+    sn = sub.add_parser("start", help="start a stopped node again (boots from its own disk)")
+    sn.add_argument("node")
+    inv = sub.add_parser("inventory", help="write inventory/testbed/ for the playbooks and molecule")
+    inv.add_argument("--dir", default=DEFAULT_INVENTORY)
+    sub.add_parser("image", help="build the node image if its inputs changed, and print its path")
+    return ap
+
+
+def run(args):
+    from pft_testbed import host
+    from pft_testbed.testbed import Testbed
+    tb = Testbed(args.name)
+    cmd = args.command
+    if cmd == "up":
+        if args.timeout:
+            tb.up(compute=args.compute, boot_timeout=args.timeout)
+        else:
+            tb.up(compute=args.compute)
+        path = tb.write_inventory(args.inventory)
+        print(f"inventory: {path}")
+    elif cmd == "down":
+        tb.down()
+    elif cmd == "status":
+        if not tb.exists():
+            print(f"testbed {args.name}: down")
+            return 3
+        st = tb.status()
+        if args.json:
+            print(json.dumps(st, indent=2))
+        else:
+            print(f"testbed {args.name}: subnet {tb.plan.subnet}, netns {tb.plan.netns}")
+            for node, s in st.items():
+                print(f"  {node:<10} {s['role']:<16} {s['address']:<14} qemu {s['qemu']:<8} ssh {s['ssh']:<5} "
+                      f"bmc {s['bmc']}")
+    elif cmd == "ssh":
+        argv = tb.ssh_argv(args.node, *args.cmd)
+        if sys.stdin.isatty() and not args.cmd:
+            argv.insert(1, "-t")
+        os.execvp(argv[0], argv)
+    elif cmd == "console":
+        log = os.path.join(tb.node_dir(tb.node(args.node).name), "console.log")
+        if args.log or not sys.stdin.isatty():
+            print(tb.console_tail(args.node, lines=200))
+        else:
+            host.require("socat")
+            print(f"attached to {args.node}'s serial console; Ctrl-] leaves (log: {log})", file=sys.stderr)
+            sock = os.path.join(tb.node_dir(args.node), "console.sock")
+            os.execvp("socat", ["socat", "-,raw,echo=0,escape=0x1d", f"UNIX-CONNECT:{sock}"])
+    elif cmd == "heat":
+        value = tb.heat(args.node, args.sensor, args.value)
+        print(f"{args.node}: {args.sensor} = {value}")
+    elif cmd == "cool":
+        tb.cool(args.node)
+        print(f"{args.node}: sensors back to nominal")
+    elif cmd == "bmc-fail":
+        tb.bmc_fail(args.node)
+        print(f"{args.node}: BMC unreachable (bmc-restore or cool brings it back)")
+    elif cmd == "bmc-restore":
+        tb.bmc_restore(args.node)
+        print(f"{args.node}: BMC reachable")
+    elif cmd == "kill":
+        tb.kill(args.node)
+        print(f"{args.node}: killed")
+    elif cmd == "start":
+        tb.start_node(args.node)
+        tb.wait_ssh([args.node])
+    elif cmd == "inventory":
+        print(tb.write_inventory(args.dir))
+    elif cmd == "image":
+        from pft_testbed.image import ImageBuilder
+        host.require_root("building the image")
+        print(ImageBuilder().ensure())
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except TestbedError as exc:
+        print(f"testbed: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("testbed: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,474 @@
+"""A running virtual cluster: network namespace, QEMU/TCG nodes, ipmi_sim BMCs.
+
+Python API (the CLI, e2e tests and molecule use the same)::
+
+    tb = Testbed("pft")                 # state in <cache>/run/pft
+    tb.up(compute=3)                    # image (cached), network, BMCs, nodes; waits for ssh
+    tb.ssh("compute1", "uname -r")      # CompletedProcess
+    tb.heat("compute1", "CPU1 Temp", 92); tb.cool("compute1")
+    tb.write_inventory("inventory/testbed")
+    tb.down()                           # nothing left behind
+    assert tb.leftovers() == []
+
+Every process the testbed starts has its state directory or its QEMU name (``pft-NAME-NODE``)
+on its command line; ``down`` finds them that way even when the state file is gone.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from pft_testbed import config, host, inventory
+from pft_testbed.errors import TestbedError
+from pft_testbed.image import ImageBuilder, default_cache_dir
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
+BOOT_TIMEOUT = int(os.environ.get("PFT_TESTBED_BOOT_TIMEOUT", "600"))
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+               "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+
+
+def state_root():
+    return os.environ.get("PFT_TESTBED_STATE") or os.path.join(default_cache_dir(), "run")
+
+
+def strip_ansi(text):
+    return ANSI_RE.sub("", text)
+
+
+def _proc_cmdlines():
+    """(pid, argv) of every process on the host."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv:
+            yield int(pid), argv
+
+
+class Testbed:
+    def __init__(self, name="pft", progress=None, cache_dir=None):
+        self.name = config.check_name(name)
+        self.progress = progress or (lambda msg: print(msg, flush=True))
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.state_dir = os.path.join(state_root(), name)
+        self.state_file = os.path.join(self.state_dir, "state.json")
+        self.key_file = os.path.join(self.state_dir, "id_ed25519")
+        self.netns = f"pft-{name}"
+        self._state = None
+
+    # -- state ----------------------------------------------------------------
+    @property
+    def state(self):
+        if self._state is None:
+            if not os.path.exists(self.state_file):
+                raise TestbedError(f"testbed {self.name!r} is not up (no {self.state_file}); "
+                                   "run: testbed/testbed up")
+            with open(self.state_file) as f:
+                self._state = json.load(f)
+        return self._state
+
+    def _save(self):
+        tmp = self.state_file + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self._state, f, indent=2)
+        os.replace(tmp, self.state_file)
+
+    @property
+    def plan(self):
+        return config.Plan.from_dict(self.state["plan"])
+
+    @property
+    def nodes(self):
+        return self.plan.nodes
+
+    def exists(self):
+        return os.path.exists(self.state_file)
+
+    def node(self, name):
+        try:
+            return self.plan.node(name)
+        except KeyError:
+            raise TestbedError(f"testbed {self.name!r} has no node {name!r}; nodes: "
+                               f"{', '.join(n.name for n in self.nodes)}") from None
+
+    def node_dir(self, name):
+        return os.path.join(self.state_dir, "nodes", name)
+
+    # -- up -------------------------------------------------------------------
+    def up(self, compute=3, boot_timeout=BOOT_TIMEOUT, memory=None):
+        """Bring the testbed up and wait until every node answers ssh. Returns seconds taken."""
+        host.require_root()
+        host.require_all()
+        compute = config.check_compute(compute)
+        if self.exists():
+            raise TestbedError(f"testbed {self.name!r} is already up (state {self.state_dir}); "
+                               "run `testbed down` first")
+        started = time.monotonic()
+        image = ImageBuilder(cache_dir=self.cache_dir, progress=self.progress).ensure()
+        self._cleanup(quiet=True)                      # remains of a crashed run of the same name
+        os.makedirs(os.path.join(self.state_dir, "nodes"), mode=0o700)
+        index = config.choose_index(self.name, self._taken_indices(), self._host_networks())
+        kwargs = {}
+        if memory:
+            kwargs = {"head_memory_mb": memory[0], "compute_memory_mb": memory[1]}
+        plan = config.plan(self.name, index, compute, **kwargs)
+        self._state = {"plan": plan.to_dict(), "image": image, "pids": {}, "bmc": {},
+                       "bmc_password": os.urandom(9).hex(), "started": time.time()}
+        self._save()
+        try:
+            self.progress(f"testbed {self.name}: head + {compute} compute, subnet {plan.subnet}, "
+                          f"netns {plan.netns}")
+            host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pft-testbed-{self.name}",
+                      "-f", self.key_file])
+            self._network_up(plan)
+            self._start_aptproxy(plan)
+            self._bmcs_up(plan)
+            for n in plan.nodes:
+                self._create_disk(n.name, image)
+                self.start_node(n.name)
+            self.wait_ssh([n.name for n in plan.nodes], boot_timeout)
+        except BaseException:
+            self.progress(f"testbed {self.name}: bring-up failed; cleaning up")
+            keep = os.environ.get("PFT_TESTBED_KEEP_FAILED")
+            if not keep:
+                self.down(quiet=True)
+            raise
+        took = time.monotonic() - started
+        self._state["up_seconds"] = round(took, 1)
+        self._save()
+        self.progress(f"testbed {self.name}: up in {took:.0f} s")
+        return took
+
+    def _taken_indices(self):
+        taken = set()
+        root = state_root()
+        if os.path.isdir(root):
+            for other in os.listdir(root):
+                if other == self.name:
+                    continue
+                try:
+                    with open(os.path.join(root, other, "state.json")) as f:
+                        taken.add(json.load(f)["plan"]["index"])
+                except (OSError, ValueError, KeyError):
+                    pass
+        return taken
+
+    @staticmethod
+    def _host_networks():
+        proc = host.run(["ip", "-j", "-4", "route", "show", "table", "all"], check=False)
+        nets = []
+        try:
+            for r in json.loads(proc.stdout or "[]"):
+                dst = r.get("dst", "")
+                if dst and dst not in ("default",) and "/" in dst and not dst.startswith(("127.", "224.")):
+                    nets.append(dst)
+        except ValueError:
+            pass
+        return nets
+
+    def _network_up(self, plan):
+        self.progress(f"network: namespace {plan.netns}, bridge, {len(plan.nodes)} taps, veth {plan.veth} "
+                      f"({plan.controller})")
+        ns = ["ip", "-n", plan.netns]
+        host.run(["ip", "netns", "add", plan.netns])
+        host.run(ns + ["link", "set", "lo", "up"])
+        host.run(ns + ["link", "add", plan.bridge, "type", "bridge", "mcast_snooping", "0", "stp_state", "0",
+                       "forward_delay", "0"])
+        host.run(ns + ["link", "set", plan.bridge, "up"])
+        host.run(["ip", "link", "add", plan.veth, "type", "veth", "peer", "name", "uplink", "netns", plan.netns])
+        host.run(ns + ["link", "set", "uplink", "master", plan.bridge, "up"])
+        host.run(["ip", "addr", "add", f"{plan.controller}/{plan.prefixlen}", "dev", plan.veth])
+        host.run(["ip", "link", "set", plan.veth, "up"])
+        for n in plan.nodes:
+            host.run(ns + ["tuntap", "add", "dev", n.tap, "mode", "tap"])
+            host.run(ns + ["link", "set", n.tap, "master", plan.bridge, "up"])
+
+    def _start_aptproxy(self, plan):
+        log = open(os.path.join(self.state_dir, "aptproxy.log"), "ab")
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pft_testbed.aptproxy", "--listen", plan.controller,
+             "--port", str(config.APT_PROXY_PORT), "--cache", os.path.join(self.cache_dir, "apt"),
+             "--state", os.path.join(self.state_dir, "aptproxy")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, PYTHONPATH=here))
+        log.close()
+        self.state["pids"]["aptproxy"] = proc.pid
+        self._save()
+
+    def _bmc(self, node):
+        from pft_testbed.bmc import SimBmc
+        n = self.node(node)
+        return SimBmc(n.name, n.bmc_address, os.path.join(self.state_dir, "bmc"), port=config.BMC_PORT,
+                      username=config.BMC_USERNAME, password=self.state["bmc_password"],
+                      console_port=config.BMC_CONSOLE_PORT)
+
+    def _bmcs_up(self, plan):
+        self.progress(f"BMCs: {len(plan.nodes)} ipmi_sim on {plan.nodes[0].bmc_address}.. port {config.BMC_PORT}")
+        for n in plan.nodes:
+            bmc = self._bmc(n.name)
+            bmc.start()
+            self.state["pids"][f"bmc-{n.name}"] = bmc.proc.pid
+            self._save()
+
+    def _create_disk(self, node, image):
+        d = self.node_dir(node)
+        os.makedirs(d, exist_ok=True)
+        host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image, "-F", "qcow2",
+                  os.path.join(d, "disk.qcow2")])
+
+    def qemu_argv(self, node):
+        p = self.plan
+        n = self.node(node)
+        d = self.node_dir(node)
+        with open(self.key_file + ".pub") as f:
+            pubkey = f.read()
+        smbios = "type=11," + ",".join("value=" + s.replace(",", ",,")
+                                      for s in config.smbios_identity(p, node, pubkey))
+        return [
+            "qemu-system-x86_64", "-name", f"pft-{self.name}-{node},process=pft-{self.name}-{node}",
+            "-accel", "tcg,tb-size=256", "-cpu", "qemu64", "-smp", "1", "-m", str(n.memory_mb),
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-drive", f"file={d}/disk.qcow2,format=qcow2,if=virtio,cache=unsafe,discard=unmap",
+            "-netdev", f"tap,id=net0,ifname={n.tap},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=net0,mac={n.mac}",
+            "-chardev", f"socket,id=con0,path={d}/console.sock,server=on,wait=off,logfile={d}/console.log,"
+                        "logappend=on",
+            "-serial", "chardev:con0",
+            "-monitor", f"unix:{d}/monitor.sock,server=on,wait=off",
+            "-smbios", smbios,
+            "-pidfile", f"{d}/qemu.pid", "-daemonize",
+        ]
+
+    def start_node(self, node):
+        """Start (or restart) a node's VM; it boots from its own disk."""
+        if self.node_running(node):
+            raise TestbedError(f"node {node} is already running")
+        d = self.node_dir(node)
+        self.progress(f"node {node}: starting QEMU ({self.node(node).memory_mb} MiB, TCG)")
+        with open(os.path.join(d, "console.log"), "a") as f:
+            f.write(f"\n=== pft testbed: node {node} started {time.strftime('%H:%M:%S')} ===\n")
+        host.run(["ip", "netns", "exec", self.netns] + self.qemu_argv(node), timeout=60)
+        with open(os.path.join(d, "qemu.pid")) as f:
+            self.state["pids"][f"qemu-{node}"] = int(f.read().strip())
+        self._save()
+
+    def _qemu_pid(self, node):
+        pid = self.state["pids"].get(f"qemu-{node}")
+        if pid and self._pid_matches(pid, f"pft-{self.name}-{node}"):
+            return pid
+        return None
+
+    @staticmethod
+    def _pid_matches(pid, marker):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return marker.encode() in f.read()
+        except OSError:
+            return False
+
+    def node_running(self, node):
+        return self._qemu_pid(node) is not None
+
+    def console_tail(self, node, lines=25):
+        path = os.path.join(self.node_dir(node), "console.log")
+        try:
+            with open(path, errors="replace") as f:
+                text = strip_ansi(f.read())
+        except OSError:
+            return "(no console log)"
+        return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+
+    def _port_open(self, address, port=22, timeout=2.0):
+        try:
+            with socket.create_connection((address, port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+
+    def wait_ssh(self, nodes, timeout=BOOT_TIMEOUT):
+        """Wait until every node answers ssh; a node that doesn't is named with its console's tail."""
+        started = time.monotonic()
+        pending = list(nodes)
+        ready = {}
+        last_report = started
+        while pending:
+            for node in list(pending):
+                if not self.node_running(node):
+                    raise TestbedError(f"node {node}: QEMU exited during boot. Console log tail:\n"
+                                       f"{self.console_tail(node)}")
+                if self._port_open(self.node(node).address):
+                    if self.ssh(node, "true", timeout=60, check=False).returncode == 0:
+                        ready[node] = time.monotonic() - started
+                        pending.remove(node)
+                        self.progress(f"node {node}: ssh up after {ready[node]:.0f} s")
+            now = time.monotonic()
+            if pending and now - started > timeout:
+                tails = "\n".join(f"--- {node}: console log tail ---\n{self.console_tail(node)}"
+                                  for node in pending)
+                raise TestbedError(f"node(s) {', '.join(pending)} did not answer ssh within {timeout} s\n{tails}")
+            if pending and now - last_report >= 20:
+                last_report = now
+                self.progress(f"  waiting for ssh: {', '.join(pending)} ({now - started:.0f} s)")
+            if pending:
+                time.sleep(2)
+        return ready
+
+    # -- use ------------------------------------------------------------------
+    def ssh_argv(self, node, *command):
+        n = self.node(node)
+        return ["ssh", "-i", self.key_file] + SSH_OPTIONS + [f"root@{n.address}"] + list(command)
+
+    def ssh(self, node, command, timeout=120, check=True):
+        argv = self.ssh_argv(node, command)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise TestbedError(f"ssh {node} {command!r}: no answer within {timeout} s") from exc
+        if check and proc.returncode != 0:
+            raise TestbedError(f"ssh {node} {command!r} failed (exit {proc.returncode}): "
+                               f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+        return proc
+
+    def bmc(self, node):
+        """A :class:`pft_testbed.bmc.SimBmc` driving the node's running BMC through its console."""
+        return self._bmc(node)
+
+    def heat(self, node, sensor, value):
+        return self.bmc(node).set_sensor(sensor, float(value))
+
+    def cool(self, node):
+        self.bmc_restore(node)
+        self.bmc(node).reset_sensors()
+
+    def _bmc_pid(self, node):
+        pid = self.state["pids"].get(f"bmc-{node}")
+        if pid and self._pid_matches(pid, os.path.join(self.state_dir, "bmc", node)):
+            return pid
+        raise TestbedError(f"BMC of node {node} is not running")
+
+    def bmc_fail(self, node):
+        """Make the node's BMC unreachable (its ipmi_sim is stopped with SIGSTOP)."""
+        os.kill(self._bmc_pid(node), signal.SIGSTOP)
+
+    def bmc_restore(self, node):
+        os.kill(self._bmc_pid(node), signal.SIGCONT)
+
+    def kill(self, node):
+        """Stop a node abruptly (SIGKILL to its QEMU); its BMC stays up, as on real hardware."""
+        pid = self._qemu_pid(node)
+        if pid is None:
+            raise TestbedError(f"node {node} is not running")
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(50):
+            if not self._pid_matches(pid, f"pft-{self.name}-{node}"):
+                break
+            time.sleep(0.1)
+
+    def status(self):
+        """{node: {...}} with qemu, ssh and bmc state."""
+        out = {}
+        for n in self.nodes:
+            bmc_state = "down"
+            pid = self.state["pids"].get(f"bmc-{n.name}")
+            if pid and self._pid_matches(pid, os.path.join(self.state_dir, "bmc", n.name)):
+                with open(f"/proc/{pid}/stat") as f:
+                    bmc_state = "paused" if f.read().split(") ", 1)[1].startswith("T") else "up"
+            running = self.node_running(n.name)
+            out[n.name] = {
+                "role": n.role + (" (spare)" if n.spare else ""),
+                "address": n.address,
+                "qemu": "running" if running else "stopped",
+                "ssh": "up" if running and self._port_open(n.address, timeout=1.0) else "down",
+                "bmc": f"{n.bmc_address}:{config.BMC_PORT} {bmc_state}",
+            }
+        return out
+
+    def write_inventory(self, directory):
+        return inventory.write_inventory(directory, self.plan, self.key_file, config.BMC_USERNAME,
+                                         self.state["bmc_password"])
+
+    # -- down -----------------------------------------------------------------
+    def _our_processes(self):
+        markers = (self.state_dir + "/", f"pft-{self.name}-")
+        me = os.getpid()
+        for pid, argv in _proc_cmdlines():
+            if pid == me:
+                continue
+            joined = " ".join(argv)
+            if any(m in joined for m in markers) and not joined.startswith(("bash ", "/bin/sh ")):
+                if argv[0].endswith(("qemu-system-x86_64", "ipmi_sim", "socat")) or "pft_testbed.aptproxy" in joined:
+                    yield pid, argv
+
+    def down(self, quiet=False):
+        """Stop everything this testbed started and remove its network and state."""
+        host.require_root()
+        if not quiet:
+            self.progress(f"testbed {self.name}: stopping")
+        self._cleanup(quiet)
+        left = self.leftovers()
+        if left:
+            raise TestbedError(f"testbed {self.name}: left behind after down: {'; '.join(left)}")
+        if not quiet:
+            self.progress(f"testbed {self.name}: down, nothing left")
+
+    def _cleanup(self, quiet=True):
+        procs = list(self._our_processes())
+        for pid, _ in procs:
+            try:
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        for pid, argv in procs:
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        if f.read().split(") ", 1)[1].startswith("Z"):
+                            break              # zombie of this process: reaped below
+                except OSError:
+                    break
+                time.sleep(0.1)
+            if os.path.exists(f"/proc/{pid}"):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for pid, _ in procs:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if os.path.exists(f"/run/netns/{self.netns}"):
+            host.run(["ip", "netns", "del", self.netns], check=False)
+        if os.path.exists(f"/sys/class/net/{self.netns}"):
+            host.run(["ip", "link", "del", self.netns], check=False)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        self._state = None
+
+    def leftovers(self):
+        """What of this testbed still exists: processes, namespace, links, mounts, files."""
+        left = [f"process {pid} ({' '.join(argv)[:80]})" for pid, argv in self._our_processes()]
+        if os.path.exists(f"/run/netns/{self.netns}"):
+            left.append(f"network namespace {self.netns}")
+        if os.path.exists(f"/sys/class/net/{self.netns}"):
+            left.append(f"link {self.netns}")
+        with open("/proc/mounts") as f:
+            for line in f:
+                if self.state_dir in line or f"/run/netns/{self.netns} " in line:
+                    left.append(f"mount {line.split()[1]}")
+        if os.path.exists(self.state_dir):
+            left.append(f"directory {self.state_dir}")
+        return left
