@@ -1,0 +1,982 @@
+# -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""IPMI health sampling and verdicts for pft (logic of ipmi_health_info).
+
+The module is a thin wrapper; everything that decides lives here so it can be
+tested directly:
+
+* :class:`Policy` turns one sensor reading into ``ok``/``warning``/
+  ``critical``/``unknown``, from per-sensor rules and/or the BMC's own
+  threshold states.
+* :class:`SensorTrack` applies hysteresis (a state counts only after K
+  consecutive samples) and keeps the trend (least-squares slope).
+* :class:`PyghmiNode` holds one BMC session (LAN or in-band) and reads the
+  requested sensors one by one, so one bad sensor does not abort the node.
+* :class:`Sampler` polls all nodes concurrently with bounded parallelism and a
+  hard per-node deadline per sample, so a dead BMC costs at most its deadline.
+* :func:`run_health` is what the module calls.
+
+Verdict order for a node: critical > warning > unknown > ok. ``unknown``
+(BMC unreachable, authentication failure, timeout, sensor unavailable or
+missing) is reported and alerted on but never escalates to critical.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import collections
+import fnmatch
+import queue
+import threading
+import time
+
+__metaclass__ = type
+
+try:
+    from pyghmi import exceptions as pyghmi_exc
+    from pyghmi.ipmi import command as pyghmi_command
+    from pyghmi.ipmi.private import session as pyghmi_session
+    HAS_PYGHMI = True
+    PYGHMI_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover - exercised via missing_required_lib
+    pyghmi_exc = pyghmi_command = pyghmi_session = None
+    HAS_PYGHMI = False
+    PYGHMI_IMPORT_ERROR = _exc
+
+OK = "ok"
+WARNING = "warning"
+CRITICAL = "critical"
+UNKNOWN = "unknown"
+VERDICTS = (OK, WARNING, CRITICAL, UNKNOWN)
+# The ordinal scale that hysteresis works on; unknown is kept apart.
+LEVEL = {OK: 0, WARNING: 1, CRITICAL: 2}
+LEVEL_NAME = {0: OK, 1: WARNING, 2: CRITICAL}
+# Node verdict precedence: evidence of trouble beats missing evidence.
+RANK = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
+
+THRESHOLD_KEYS = ("lower_critical", "lower_warning", "upper_warning", "upper_critical")
+
+
+class HealthError(Exception):
+    """Bad input: the message names the thing at fault."""
+
+
+# ---------------------------------------------------------------------------
+# pyghmi lost-wakeup fix
+# ---------------------------------------------------------------------------
+# pyghmi 1.6.x: Session.awaitresponse() calls _io_wait(timeout, sockaddr),
+# which queues a waiter for the IO thread and sleeps. If the BMC's reply was
+# already received (and put on the session's pktqueue) before the waiter was
+# queued, nothing wakes the waiter until pyghmi's retry timer (0.5-1 s)
+# fires. Against a BMC that answers within ~100 us this happens to about half
+# of all requests. The fix below registers the waiter exactly as pyghmi does
+# and then returns at once if a reply for that BMC is already queued. It only
+# changes the directed wait (myaddr given) and is installed only on the pyghmi
+# versions it was verified on.
+
+FIXED_PYGHMI_SERIES = ("1.6.",)
+
+
+def _pyghmi_version():
+    try:
+        from importlib.metadata import version
+        return version("pyghmi")
+    except Exception:  # pragma: no cover - metadata missing
+        return "unknown"
+
+
+def _reply_queued(session_mod, myaddr):
+    handlers = session_mod.Session.bmc_handlers.get(myaddr) or {}
+    for sess in list(handlers.values()):
+        if getattr(sess, "pktqueue", None):
+            return True
+    return False
+
+
+def install_wakeup_fix(session_mod=None, force=False):
+    """Install the lost-wakeup fix into pyghmi's session module.
+
+    Returns True when the fix is (now or already) active. It is not installed
+    on pyghmi versions it was not verified on, unless ``force``.
+    """
+    session_mod = session_mod or pyghmi_session
+    if session_mod is None:
+        return False
+    current = session_mod._io_wait
+    if getattr(current, "pft_wakeup_fix", False):
+        return True
+    required = ("ioqueue", "iosockets", "Session", "_monotonic_time")
+    if not all(hasattr(session_mod, name) for name in required):
+        return False
+    if not force and not _pyghmi_version().startswith(FIXED_PYGHMI_SERIES):
+        return False
+    original = current
+
+    def _io_wait(timeout, myaddr=None, evq=None):
+        if myaddr is None:
+            return original(timeout, myaddr, evq)
+        evt = threading.Event()
+        if evq is not None:
+            evq.append(evt)
+        deadline = timeout + session_mod._monotonic_time()
+        session_mod.ioqueue.append((deadline, evt, myaddr))
+        if deadline < session_mod.selectdeadline:
+            # break the IO thread out of select() so it sees the new deadline
+            intsock = session_mod.iosockets[0]
+            intsock = getattr(intsock, "fd", intsock)
+            intsock.sendto(b"\x01", (session_mod.myself, session_mod.iosockets[0].getsockname()[1]))
+        if _reply_queued(session_mod, myaddr):
+            return None  # the reply is already here; the stale waiter expires harmlessly
+        evt.wait()
+        return None
+
+    _io_wait.pft_wakeup_fix = True
+    _io_wait.pft_original = original
+    session_mod._io_wait = _io_wait
+    return True
+
+
+def forget_stale_login(address, username, password, port, session_mod=None):
+    """Drop pyghmi's record of an earlier login to this BMC, if any.
+
+    pyghmi 1.6.x files a session under (bmc, userid, password, port, kg) in
+    Session.initting_sessions while it logs in, but removes it with the
+    userid and password as bytes, so the str-keyed entry stays. The next
+    Command() for the same BMC in the same process then gets that old session
+    back flagged "logging" and waits forever (a second run in one process),
+    or gets a broken session back and can never log in again (a BMC that
+    went away and came back). pft serialises requests per node, so no login
+    for this BMC is in progress when it is called.
+    """
+    session_mod = session_mod or pyghmi_session
+    if session_mod is None:
+        return
+    session_mod.Session.initting_sessions.pop((address, username, password, port, None), None)
+
+
+def remove_wakeup_fix(session_mod=None):
+    """Undo :func:`install_wakeup_fix` (used by the test that shows the race)."""
+    session_mod = session_mod or pyghmi_session
+    current = session_mod._io_wait
+    if getattr(current, "pft_wakeup_fix", False):
+        session_mod._io_wait = current.pft_original
+
+
+# ---------------------------------------------------------------------------
+# Policy
+# ---------------------------------------------------------------------------
+
+def _is_glob(text):
+    return any(c in text for c in "*?[")
+
+
+class Rule:
+    """One sensor rule: which sensors (name glob and/or type) and thresholds."""
+
+    def __init__(self, spec, index):
+        if not isinstance(spec, dict):
+            raise HealthError("policy rule #%d must be a dict, got %r" % (index, spec))
+        unknown = set(spec) - {"name", "type", "required"} - set(THRESHOLD_KEYS)
+        if unknown:
+            raise HealthError("policy rule #%d has unknown keys: %s" % (index, ", ".join(sorted(unknown))))
+        self.index = index
+        self.name = spec.get("name")
+        self.type = spec.get("type")
+        if self.name is None and self.type is None:
+            raise HealthError("policy rule #%d needs 'name' and/or 'type'" % index)
+        self.thresholds = {}
+        for key in THRESHOLD_KEYS:
+            value = spec.get(key)
+            if value is None:
+                continue
+            try:
+                self.thresholds[key] = float(value)
+            except (TypeError, ValueError):
+                raise HealthError("policy rule #%d (%s): %s must be a number, got %r"
+                                  % (index, self.label, key, value))
+        t = self.thresholds
+        if "lower_critical" in t and "lower_warning" in t and t["lower_critical"] > t["lower_warning"]:
+            raise HealthError("policy rule #%d (%s): lower_critical %s is above lower_warning %s"
+                              % (index, self.label, t["lower_critical"], t["lower_warning"]))
+        if "upper_critical" in t and "upper_warning" in t and t["upper_critical"] < t["upper_warning"]:
+            raise HealthError("policy rule #%d (%s): upper_critical %s is below upper_warning %s"
+                              % (index, self.label, t["upper_critical"], t["upper_warning"]))
+        # An exact sensor name is required by default: its absence on a BMC
+        # is a discrepancy. A glob or type-only rule is required only if asked.
+        default_required = self.name is not None and not _is_glob(self.name)
+        self.required = bool(spec.get("required", default_required))
+
+    @property
+    def label(self):
+        parts = []
+        if self.name is not None:
+            parts.append("name=%s" % self.name)
+        if self.type is not None:
+            parts.append("type=%s" % self.type)
+        return " ".join(parts)
+
+    def matches(self, name, sensor_type):
+        if self.name is not None and not fnmatch.fnmatchcase(name, self.name):
+            return False
+        if self.type is not None and (sensor_type or "").lower() != self.type.lower():
+            return False
+        return True
+
+    def evaluate(self, value):
+        """(verdict, reason) of a numeric value against this rule's thresholds."""
+        t = self.thresholds
+        if "upper_critical" in t and value >= t["upper_critical"]:
+            return CRITICAL, "%s >= upper_critical %s" % (_fmt(value), _fmt(t["upper_critical"]))
+        if "lower_critical" in t and value <= t["lower_critical"]:
+            return CRITICAL, "%s <= lower_critical %s" % (_fmt(value), _fmt(t["lower_critical"]))
+        if "upper_warning" in t and value >= t["upper_warning"]:
+            return WARNING, "%s >= upper_warning %s" % (_fmt(value), _fmt(t["upper_warning"]))
+        if "lower_warning" in t and value <= t["lower_warning"]:
+            return WARNING, "%s <= lower_warning %s" % (_fmt(value), _fmt(t["lower_warning"]))
+        return OK, "within thresholds"
+
+
+def _fmt(value):
+    if value is None:
+        return "n/a"
+    return ("%.3f" % value).rstrip("0").rstrip(".")
+
+
+class Policy:
+    """Which sensors to watch and how to judge them.
+
+    ``rules``: list of dicts (first matching rule wins). ``use_bmc_thresholds``:
+    also (or, without rules, only) judge by the threshold states the BMC
+    reports: non-critical -> warning, critical/non-recoverable -> critical.
+    """
+
+    def __init__(self, rules=None, use_bmc_thresholds=False):
+        self.rules = [Rule(spec, i) for i, spec in enumerate(rules or [])]
+        self.use_bmc_thresholds = bool(use_bmc_thresholds)
+        if not self.rules and not self.use_bmc_thresholds:
+            raise HealthError("policy is empty: give rules and/or use_bmc_thresholds: true")
+
+    def select(self, descriptions):
+        """Map the BMC's sensors to rules.
+
+        ``descriptions`` is a list of {name, type}. Returns (watched, missing):
+        watched is {sensor name: rule or None}, missing lists the required
+        rules that matched no sensor (discrepancies).
+        """
+        watched = {}
+        used = set()
+        for desc in descriptions:
+            name, stype = desc["name"], desc.get("type")
+            rule = next((r for r in self.rules if r.matches(name, stype)), None)
+            if rule is not None:
+                watched[name] = rule
+                used.add(rule.index)
+            elif self.use_bmc_thresholds and not self.rules:
+                watched[name] = None
+        missing = [r for r in self.rules if r.required and r.index not in used]
+        return watched, missing
+
+    def evaluate(self, rule, reading):
+        """(verdict, reason) for one reading dict {value, unavailable, states, bmc_health}."""
+        if reading.get("error"):
+            return UNKNOWN, "read failed: %s" % reading["error"]
+        if reading.get("unavailable"):
+            return UNKNOWN, "sensor reading not available"
+        verdict, reason = OK, "ok"
+        value = reading.get("value")
+        if rule is not None and rule.thresholds:
+            if value is None:
+                return UNKNOWN, "sensor gave no numeric value"
+            verdict, reason = rule.evaluate(value)
+        if self.use_bmc_thresholds:
+            bmc_verdict = bmc_threshold_verdict(reading)
+            if LEVEL[bmc_verdict] > LEVEL[verdict]:
+                states = ", ".join(reading.get("states") or []) or bmc_verdict
+                verdict, reason = bmc_verdict, "BMC reports %s" % states
+        return verdict, reason
+
+
+# pyghmi's const.Health bits
+HEALTH_WARNING = 1
+HEALTH_CRITICAL = 2
+HEALTH_FAILED = 4
+
+
+def bmc_threshold_verdict(reading):
+    """Verdict from the threshold states the BMC reported for a reading.
+
+    Non-critical thresholds give warning; critical and non-recoverable give
+    critical (pyghmi's health bits of the reading).
+    """
+    health = int(reading.get("bmc_health") or 0)
+    if health & (HEALTH_CRITICAL | HEALTH_FAILED):
+        return CRITICAL
+    if health & HEALTH_WARNING:
+        return WARNING
+    return OK
+
+
+# ---------------------------------------------------------------------------
+# Hysteresis and trend
+# ---------------------------------------------------------------------------
+
+class SensorTrack:
+    """Hysteresis and trend for one sensor of one node.
+
+    A level (ok < warning < critical) becomes the confirmed verdict only when
+    the last ``k`` samples all agree: the verdict rises to the lowest level
+    seen in the last k samples and falls to the highest. ``unknown`` samples
+    break a streak; k unknown samples in a row make the verdict unknown.
+    Until a first level is confirmed, a non-ok level that is still building
+    up is reported as unknown ("pending"), never as ok.
+    """
+
+    def __init__(self, k):
+        self.k = max(1, int(k))
+        self.window = []        # last k raw verdicts
+        self.confirmed = None   # confirmed level name, None before the first
+        self.unknown_streak = 0
+        self.last_reason = None
+        self.fired_reason = None
+        self.points = []        # (t, value) for the trend
+        self.last_value = None
+        self.min_value = None
+        self.max_value = None
+        self.samples = 0
+        self.history = []
+
+    def add(self, t, raw, reason, value=None, keep_history=False):
+        self.samples += 1
+        self.window.append(raw)
+        if len(self.window) > self.k:
+            self.window.pop(0)
+        self.last_reason = reason
+        if value is not None:
+            self.points.append((t, value))
+            self.last_value = value
+            self.min_value = value if self.min_value is None else min(self.min_value, value)
+            self.max_value = value if self.max_value is None else max(self.max_value, value)
+        if keep_history:
+            self.history.append({"t": round(t, 3), "value": value, "state": raw})
+        if raw == UNKNOWN:
+            self.unknown_streak += 1
+            return
+        self.unknown_streak = 0
+        if self.confirmed is None and raw == OK:
+            self.confirmed = OK
+            self.fired_reason = reason
+            return
+        if len(self.window) < self.k or UNKNOWN in self.window:
+            return
+        levels = [LEVEL[v] for v in self.window]
+        up, down = min(levels), max(levels)
+        current = LEVEL[self.confirmed] if self.confirmed is not None else None
+        if current is None:
+            self.confirmed = LEVEL_NAME[up]
+            self.fired_reason = reason
+        elif up > current:
+            self.confirmed = LEVEL_NAME[up]
+            self.fired_reason = reason
+        elif down < current:
+            self.confirmed = LEVEL_NAME[down]
+            self.fired_reason = reason
+
+    @property
+    def verdict(self):
+        if self.unknown_streak >= self.k or (self.confirmed is None and self.unknown_streak):
+            return UNKNOWN
+        if self.confirmed is None:
+            return UNKNOWN  # a non-ok level still building up
+        return self.confirmed
+
+    @property
+    def pending(self):
+        """A raw level different from the verdict that is building up, or None."""
+        if not self.window:
+            return None
+        last = self.window[-1]
+        if last == self.verdict:
+            return None
+        count = 0
+        for v in reversed(self.window):
+            if v != last:
+                break
+            count += 1
+        return {"state": last, "count": count, "needed": self.k}
+
+    @property
+    def reason(self):
+        verdict = self.verdict
+        if verdict == UNKNOWN:
+            if self.confirmed is None and self.unknown_streak == 0:
+                p = self.pending
+                return "%s for %d of %d samples, not yet confirmed (%s)" % (
+                    p["state"], p["count"], p["needed"], self.last_reason)
+            return self.last_reason
+        return self.fired_reason or self.last_reason
+
+    def slope(self):
+        """Least-squares slope of value over time (units per second), or None."""
+        pts = self.points
+        if len(pts) < 2:
+            return None
+        n = float(len(pts))
+        mt = sum(p[0] for p in pts) / n
+        mv = sum(p[1] for p in pts) / n
+        den = sum((p[0] - mt) ** 2 for p in pts)
+        if den <= 0:
+            return None
+        return sum((p[0] - mt) * (p[1] - mv) for p in pts) / den
+
+
+# ---------------------------------------------------------------------------
+# Reading a BMC
+# ---------------------------------------------------------------------------
+
+class NodeUnavailable(Exception):
+    """The node's BMC could not be read at all (unreachable, auth, ...)."""
+
+    def __init__(self, reason, permanent=False):
+        Exception.__init__(self, reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+def classify_ipmi_error(exc):
+    """(reason, permanent) for a pyghmi exception or error text."""
+    text = str(exc) or exc.__class__.__name__
+    low = text.lower()
+    if "password" in low or "unauthorized" in low or "authentication" in low or "username" in low:
+        return "authentication failed: %s" % text, True
+    if "timeout" in low or "no longer connected" in low or "unable to" in low or "not responding" in low:
+        return "BMC unreachable: %s" % text, False
+    return "IPMI error: %s" % text, False
+
+
+def _reading_dict(reading):
+    return {
+        "value": reading.value,
+        "unavailable": bool(getattr(reading, "unavailable", 0)),
+        "states": list(reading.states or []),
+        "units": reading.units,
+        "type": reading.type,
+        "bmc_health": int(getattr(reading, "health", 0) or 0),
+    }
+
+
+# IPMI completion codes after which the session itself is fine
+_SENSOR_NOT_PRESENT = 0xCB
+
+
+class PyghmiNode:
+    """A pyghmi session to one node's BMC, kept open across samples.
+
+    ``connect()`` logs in and reads the sensor repository (blocking; run on a
+    worker thread). LAN nodes are then read asynchronously on pyghmi's event
+    loop (``start_read``), which overlaps the requests to all BMCs; the
+    in-band interface is read synchronously (``read_sync``).
+    """
+
+    def __init__(self, target, command_factory=None):
+        self.target = target
+        self.name = target["name"]
+        self.local = target.get("interface") == "local"
+        self._factory = command_factory
+        self.cmd = None
+        self.descriptions = None
+        self.entries = {}
+        self.names = []
+        self.busy = False      # an asynchronous read is in flight
+
+    @property
+    def connected(self):
+        return self.cmd is not None and self.descriptions is not None
+
+    @property
+    def can_async(self):
+        return not self.local
+
+    def _new_command(self):
+        factory = self._factory or pyghmi_command.Command
+        t = self.target
+        if self.local:
+            return factory()
+        port = int(t.get("port") or 623)
+        forget_stale_login(t["address"], t.get("username"), t.get("password"), port)
+        return factory(bmc=t["address"], userid=t.get("username"), password=t.get("password"), port=port)
+
+    def connect(self):
+        """Log in and read the SDR; returns the sensor descriptions [{name, type}]."""
+        if self.connected:
+            return self.descriptions
+        try:
+            self.cmd = self._new_command()
+            sdr = self.cmd.init_sdr()
+            entries = {}
+            for number in sdr.get_sensor_numbers():
+                entry = sdr.sensors[number]
+                entries.setdefault(entry.name, entry)
+        except Exception as exc:
+            self.reset()
+            reason, permanent = classify_ipmi_error(exc)
+            raise NodeUnavailable(reason, permanent)
+        self.entries = entries
+        self.descriptions = [{"name": name, "type": e.sensor_type} for name, e in entries.items()]
+        return self.descriptions
+
+    def select(self, names):
+        self.names = [n for n in names if n in self.entries]
+
+    def _decode(self, name, rsp):
+        if "error" in rsp and rsp.get("code") != _SENSOR_NOT_PRESENT:
+            return {"error": rsp["error"]}
+        if rsp.get("code"):
+            return {"error": "completion code 0x%02x" % rsp["code"]}
+        return _reading_dict(self.entries[name].decode_sensor_reading(self.cmd, rsp["data"]))
+
+    def read_sync(self):
+        """Read each selected sensor on its own; returns {name: reading dict}."""
+        out = {}
+        for name in self.names:
+            entry = self.entries[name]
+            try:
+                rsp = self.cmd.raw_command(netfn=4, command=0x2d, data=(entry.sensor_number,),
+                                           rslun=entry.sensor_lun)
+            except Exception as exc:
+                self.reset()
+                raise NodeUnavailable(classify_ipmi_error(exc)[0])
+            try:
+                out[name] = self._decode(name, rsp)
+            except Exception as exc:  # one bad sensor must not abort the node
+                out[name] = {"error": "cannot decode reading: %s" % exc}
+        return out
+
+    def start_read(self, done, defer):
+        """Read the selected sensors one after another on pyghmi's event loop.
+
+        ``done(result)`` is called from the loop with {name: reading} or a
+        NodeUnavailable. The caller pumps the loop (Session.wait_for_rsp) and
+        then runs what was handed to ``defer``: the next request must not be
+        sent from inside pyghmi's callback, because after the callback
+        returns pyghmi clears the request entry of whatever was sent last,
+        and the reply to a request sent from the callback would be dropped.
+        """
+        session = self.cmd.ipmi_session
+        names = list(self.names)
+        out = {}
+        self.busy = True
+
+        def finish(result):
+            self.busy = False
+            if isinstance(result, NodeUnavailable):
+                self.reset()
+            done(result)
+
+        def issue(i):
+            if i == len(names):
+                finish(out)
+                return
+            entry = self.entries[names[i]]
+            try:
+                session.raw_command(netfn=4, command=0x2d, data=(entry.sensor_number,),
+                                    rslun=entry.sensor_lun, callback=lambda rsp: got(i, rsp))
+            except Exception as exc:
+                finish(NodeUnavailable(classify_ipmi_error(exc)[0]))
+
+        def got(i, rsp):
+            # pyghmi's contract for callers of raw_command(callback=...)
+            session.incommand = False
+            while session.evq:
+                session.evq.popleft().set()
+            if "error" in rsp and rsp.get("code") != _SENSOR_NOT_PRESENT and (
+                    "timeout" in str(rsp["error"]).lower() or session.broken):
+                finish(NodeUnavailable(classify_ipmi_error(rsp["error"])[0]))
+                return
+            try:
+                out[names[i]] = self._decode(names[i], rsp)
+            except Exception as exc:  # one bad sensor must not abort the node
+                out[names[i]] = {"error": "cannot decode reading: %s" % exc}
+            defer(lambda: issue(i + 1))
+
+        issue(0)
+
+    def reset(self):
+        self.cmd = None
+        self.descriptions = None
+        self.entries = {}
+
+
+def pump_pyghmi(timeout):
+    """One iteration of pyghmi's event loop, waiting at most ``timeout`` s."""
+    pyghmi_session.Session.wait_for_rsp(timeout=max(0.0, timeout))
+
+
+# ---------------------------------------------------------------------------
+# Concurrent sampling with deadlines
+# ---------------------------------------------------------------------------
+
+class _Job:
+    __slots__ = ("reader", "fn", "result", "done")
+
+    def __init__(self, reader, fn):
+        self.reader = reader
+        self.fn = fn
+        self.result = None
+        self.done = threading.Event()
+
+
+class Sampler:
+    """One sample of every node, each within a hard deadline.
+
+    Blocking work (login and SDR, and reads of in-band nodes) runs on a
+    bounded pool of daemon threads; reads of LAN nodes run asynchronously on
+    pyghmi's event loop in the calling thread, so all BMCs are asked at once.
+    A node whose earlier request has not come back is reported unreachable
+    and gets no new request until it does; a stuck worker is replaced so the
+    parallelism left for the other nodes stays the same. Daemon workers never
+    delay the module's exit.
+    """
+
+    def __init__(self, parallelism, deadline, pump=None):
+        self.parallelism = max(1, int(parallelism))
+        self.deadline = float(deadline)
+        self.pump = pump or pump_pyghmi
+        self.jobs = queue.Queue()
+        self.lock = threading.Lock()
+        self.workers = 0
+        self.busy = 0
+        self.outstanding = {}   # name -> _Job still running on a worker
+
+    def _worker(self):
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            with self.lock:
+                self.busy += 1
+            try:
+                job.result = job.fn(job.reader)
+            except NodeUnavailable as exc:
+                job.result = exc
+            except Exception as exc:  # never let a worker die silently
+                job.result = NodeUnavailable("internal error: %s: %s" % (exc.__class__.__name__, exc))
+            finally:
+                with self.lock:
+                    self.busy -= 1
+                    surplus = self.workers > self.parallelism + self._stuck_locked()
+                    if surplus:
+                        self.workers -= 1
+                job.done.set()
+            if surplus:
+                return
+
+    def _stuck_locked(self):
+        return sum(1 for j in self.outstanding.values() if not j.done.is_set())
+
+    def _submit(self, reader, fn):
+        job = _Job(reader, fn)
+        with self.lock:
+            self.outstanding[reader.name] = job
+            wanted = min(self.parallelism + self._stuck_locked(), self.parallelism + len(self.outstanding))
+            start = max(0, wanted - self.workers)
+            self.workers += start
+        for _ in range(start):
+            t = threading.Thread(target=self._worker, name="pft-ipmi-worker")
+            t.daemon = True
+            t.start()
+        self.jobs.put(job)
+        return job
+
+    def sample(self, readers, prepare):
+        """Sample every reader once; returns {name: {sensor: reading} or NodeUnavailable}.
+
+        ``prepare(reader)`` runs on a worker after a (re)connect, to choose
+        the sensors to read.
+        """
+        end = time.monotonic() + self.deadline
+        results = {}
+        waiting = {}     # name -> _Job (connect or sync read)
+        reading = set()  # names with an async read in flight this sample
+
+        def connect_job(reader):
+            prepare(reader, reader.connect())
+            if not reader.can_async:
+                return reader.read_sync()
+            return None  # connected: read asynchronously
+
+        def on_done(name):
+            def done(result):
+                if name in reading:
+                    reading.discard(name)
+                    results[name] = result
+            return done
+
+        deferred = collections.deque()
+
+        def start_async(reader):
+            reading.add(reader.name)
+            reader.start_read(on_done(reader.name), deferred.append)
+
+        for reader in readers:
+            old = self.outstanding.get(reader.name)
+            if (old is not None and not old.done.is_set()) or getattr(reader, "busy", False):
+                results[reader.name] = NodeUnavailable(
+                    "BMC unreachable: no answer within %ss (earlier request still outstanding)"
+                    % _fmt(self.deadline))
+                continue
+            self.outstanding.pop(reader.name, None)
+            if reader.connected and reader.can_async:
+                start_async(reader)
+            else:
+                waiting[reader.name] = self._submit(reader, connect_job)
+
+        while waiting or reading:
+            for name, job in list(waiting.items()):
+                if job.done.is_set():
+                    del waiting[name]
+                    if job.result is None:
+                        start_async(job.reader)
+                    else:
+                        results[name] = job.result
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            if reading:
+                self.pump(min(remaining, 0.05))
+                while deferred:
+                    deferred.popleft()()
+            elif waiting:
+                next(iter(waiting.values())).done.wait(min(remaining, 0.05))
+        for name in list(waiting) + list(reading):
+            results[name] = NodeUnavailable("BMC unreachable: no answer within %ss" % _fmt(self.deadline))
+        reading.clear()  # late answers of this sample are dropped
+        return results
+
+    def close(self):
+        with self.lock:
+            n = self.workers
+        for _ in range(n):
+            self.jobs.put(None)
+
+
+# ---------------------------------------------------------------------------
+# The whole run
+# ---------------------------------------------------------------------------
+
+def validate_targets(targets):
+    """Check node entries; returns them normalised. Errors name the node."""
+    if not targets:
+        raise HealthError("targets is empty: give at least one node")
+    seen = set()
+    out = []
+    for i, t in enumerate(targets):
+        if not isinstance(t, dict):
+            raise HealthError("targets[%d] must be a dict, got %r" % (i, type(t).__name__))
+        name = t.get("name")
+        if not name:
+            raise HealthError("targets[%d] has no name" % i)
+        if name in seen:
+            raise HealthError("target %s is listed twice" % name)
+        seen.add(name)
+        interface = t.get("interface") or "lan"
+        if interface not in ("lan", "local"):
+            raise HealthError("target %s: interface must be lan or local, got %r" % (name, interface))
+        if interface == "lan":
+            if not t.get("address"):
+                raise HealthError("target %s: address is required for interface lan" % name)
+            if not t.get("username"):
+                raise HealthError("target %s: username is required for interface lan" % name)
+            if t.get("password") is None:
+                raise HealthError("target %s: password is required for interface lan "
+                                  "(set it from vault or the environment)" % name)
+            try:
+                port = int(t.get("port") or 623)
+            except (TypeError, ValueError):
+                raise HealthError("target %s: port must be an integer, got %r" % (name, t.get("port")))
+            if not 0 < port < 65536:
+                raise HealthError("target %s: port %d is out of range" % (name, port))
+        out.append(dict(t, interface=interface))
+    return out
+
+
+def _stop_level(stop_on):
+    if stop_on in (None, "never", "none"):
+        return None
+    if stop_on not in LEVEL:
+        raise HealthError("stop_on must be warning, critical or never, got %r" % stop_on)
+    return LEVEL[stop_on]
+
+
+class NodeState:
+    def __init__(self, target, k):
+        self.target = target
+        self.name = target["name"]
+        self.k = k
+        self.tracks = {}
+        self.rules = {}
+        self.discrepancies = []
+        self.node_error = None
+        self.permanent_error = None
+        self.selected = False
+        self.reads = 0
+
+    def track(self, sensor):
+        if sensor not in self.tracks:
+            self.tracks[sensor] = SensorTrack(self.k)
+        return self.tracks[sensor]
+
+
+def _node_result(state, policy, keep_history):
+    sensors = {}
+    worst = OK
+    fired = None
+    for name in sorted(state.tracks):
+        tr = state.tracks[name]
+        rule = state.rules.get(name)
+        slope = tr.slope()
+        entry = {
+            "verdict": tr.verdict,
+            "reason": tr.reason,
+            "value": tr.last_value,
+            "min": tr.min_value,
+            "max": tr.max_value,
+            "trend_per_min": None if slope is None else round(slope * 60.0, 4),
+            "samples": tr.samples,
+            "rule": rule.label if rule is not None else ("bmc_thresholds" if policy.use_bmc_thresholds else None),
+            "pending": tr.pending,
+        }
+        if keep_history:
+            entry["history"] = tr.history
+        sensors[name] = entry
+        if RANK[tr.verdict] > RANK[worst]:
+            worst = tr.verdict
+            fired = name
+    for miss in state.discrepancies:
+        if RANK[UNKNOWN] > RANK[worst]:
+            worst = UNKNOWN
+            fired = None
+    result = {
+        "verdict": worst,
+        "sensors": sensors,
+        "discrepancies": list(state.discrepancies),
+        "samples": state.reads,
+    }
+    if state.permanent_error or (state.node_error and not state.tracks):
+        result["verdict"] = UNKNOWN if worst in (OK, UNKNOWN) else worst
+    if fired is not None:
+        entry = sensors[fired]
+        result["fired"] = {"sensor": fired, "rule": entry["rule"], "value": entry["value"]}
+        result["reason"] = "%s: %s" % (fired, entry["reason"])
+    elif state.permanent_error or state.node_error:
+        result["fired"] = None
+        result["reason"] = state.permanent_error or state.node_error
+    elif state.discrepancies:
+        result["fired"] = None
+        result["reason"] = "requested sensors missing on the BMC: %s" % ", ".join(state.discrepancies)
+    else:
+        result["fired"] = None
+        result["reason"] = "all %d watched sensors within thresholds" % len(sensors)
+    if state.node_error:
+        result["error"] = state.node_error
+    return result
+
+
+def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=None,
+               hysteresis=1, timeout=3.0, parallelism=32, keep_history=False,
+               node_factory=None, pump=None, clock=time.monotonic, sleep=time.sleep):
+    """Sample every node's sensors and return the per-node verdicts.
+
+    Either ``samples`` (a count) or ``window`` (seconds) bounds the run;
+    ``stop_on`` (warning/critical) ends it as soon as any node's confirmed
+    verdict reaches that level. ``timeout`` is the hard deadline per node and
+    sample. ``node_factory(target)`` makes the node reader and ``pump`` runs
+    one event-loop step (tests inject fakes; the defaults are pyghmi's).
+    """
+    targets = validate_targets(targets)
+    if hysteresis < 1:
+        raise HealthError("hysteresis must be >= 1, got %r" % hysteresis)
+    if interval < 0:
+        raise HealthError("interval must be >= 0, got %r" % interval)
+    if timeout <= 0:
+        raise HealthError("timeout must be > 0, got %r" % timeout)
+    if window is not None and window <= 0:
+        raise HealthError("window must be > 0 seconds, got %r" % window)
+    if window is None and samples < 1:
+        raise HealthError("samples must be >= 1, got %r" % samples)
+    stop_level = _stop_level(stop_on)
+    factory = node_factory or PyghmiNode
+    readers = [factory(t) for t in targets]
+    states = {t["name"]: NodeState(t, hysteresis) for t in targets}
+    sampler = Sampler(parallelism, timeout, pump=pump)
+
+    def prepare(reader, descriptions):
+        st = states[reader.name]
+        if st.permanent_error:
+            raise NodeUnavailable(st.permanent_error, permanent=True)
+        if not st.selected:
+            watched, missing = policy.select(descriptions)
+            st.rules = watched
+            st.discrepancies = [r.name or r.label for r in missing]
+            st.selected = True
+        reader.select(sorted(st.rules))
+
+    start = clock()
+    stopped_early = None
+    n = 0
+    sweep_times = []
+    try:
+        while True:
+            t0 = clock()
+            results = sampler.sample(readers, prepare)
+            sweep_times.append(clock() - t0)
+            n += 1
+            t = t0 - start
+            for name, res in results.items():
+                st = states[name]
+                st.reads += 1
+                if isinstance(res, NodeUnavailable):
+                    st.node_error = res.reason
+                    if res.permanent:
+                        st.permanent_error = res.reason
+                    for sensor in (st.rules or {}):
+                        st.track(sensor).add(t, UNKNOWN, res.reason, keep_history=keep_history)
+                    continue
+                st.node_error = None
+                for sensor, reading in res.items():
+                    verdict, reason = policy.evaluate(st.rules.get(sensor), reading)
+                    value = reading.get("value")
+                    if reading.get("unavailable") or reading.get("error"):
+                        value = None
+                    st.track(sensor).add(t, verdict, reason, value, keep_history=keep_history)
+            if stop_level is not None:
+                hit = [name for name, st in states.items()
+                       if any(LEVEL.get(tr.verdict, -1) >= stop_level for tr in st.tracks.values())]
+                if hit:
+                    stopped_early = {"nodes": sorted(hit), "after_samples": n, "at": round(clock() - start, 3)}
+                    break
+            if window is None:
+                if n >= samples:
+                    break
+            elif clock() - start + interval > window:
+                break
+            next_at = t0 + interval
+            delay = next_at - clock()
+            if delay > 0:
+                sleep(delay)
+    finally:
+        sampler.close()
+    nodes = {name: _node_result(st, policy, keep_history) for name, st in states.items()}
+    summary = {v: sorted(name for name, r in nodes.items() if r["verdict"] == v) for v in VERDICTS}
+    return {
+        "nodes": nodes,
+        "summary": summary,
+        "samples": n,
+        "elapsed": round(clock() - start, 3),
+        "sweep_seconds": {
+            "min": round(min(sweep_times), 4),
+            "median": round(sorted(sweep_times)[len(sweep_times) // 2], 4),
+            "max": round(max(sweep_times), 4),
+        },
+        "stopped_early": stopped_early,
+    }
+
