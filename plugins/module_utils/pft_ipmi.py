@@ -861,20 +861,21 @@ def _node_result(state, policy, keep_history):
         "discrepancies": list(state.discrepancies),
         "samples": state.reads,
     }
-    if state.permanent_error or (state.node_error and not state.tracks):
-        result["verdict"] = UNKNOWN if worst in (OK, UNKNOWN) else worst
-    if fired is not None:
+    node_error = state.permanent_error or state.node_error
+    if node_error and not state.tracks:
+        result["verdict"] = UNKNOWN
+    result["fired"] = None
+    if fired is not None and result["verdict"] in (WARNING, CRITICAL):
         entry = sensors[fired]
         result["fired"] = {"sensor": fired, "rule": entry["rule"], "value": entry["value"]}
         result["reason"] = "%s: %s" % (fired, entry["reason"])
-    elif state.permanent_error or state.node_error:
-        result["fired"] = None
-        result["reason"] = state.permanent_error or state.node_error
+    elif node_error and result["verdict"] == UNKNOWN:
+        result["reason"] = node_error
     elif state.discrepancies:
-        result["fired"] = None
         result["reason"] = "requested sensors missing on the BMC: %s" % ", ".join(state.discrepancies)
+    elif fired is not None:
+        result["reason"] = "%s: %s" % (fired, sensors[fired]["reason"])
     else:
-        result["fired"] = None
         result["reason"] = "all %d watched sensors within thresholds" % len(sensors)
     if state.node_error:
         result["error"] = state.node_error
@@ -883,7 +884,7 @@ def _node_result(state, policy, keep_history):
 
 def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=None,
                hysteresis=1, timeout=3.0, parallelism=32, keep_history=False,
-               node_factory=None, pump=None, clock=time.monotonic, sleep=time.sleep):
+               node_factory=None, pump=None, after_sample=None, clock=time.monotonic, sleep=time.sleep):
     """Sample every node's sensors and return the per-node verdicts.
 
     Either ``samples`` (a count) or ``window`` (seconds) bounds the run;
@@ -891,6 +892,7 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     verdict reaches that level. ``timeout`` is the hard deadline per node and
     sample. ``node_factory(target)`` makes the node reader and ``pump`` runs
     one event-loop step (tests inject fakes; the defaults are pyghmi's).
+    ``after_sample(n)`` is called after sample n (1-based), before the pause.
     """
     targets = validate_targets(targets)
     if hysteresis < 1:
@@ -948,6 +950,8 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
                     if reading.get("unavailable") or reading.get("error"):
                         value = None
                     st.track(sensor).add(t, verdict, reason, value, keep_history=keep_history)
+            if after_sample is not None:
+                after_sample(n)
             if stop_level is not None:
                 hit = [name for name, st in states.items()
                        if any(LEVEL.get(tr.verdict, -1) >= stop_level for tr in st.tracks.values())]
@@ -957,8 +961,8 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
             if window is None:
                 if n >= samples:
                     break
-            elif clock() - start + interval > window:
-                break
+            elif t0 - start + interval >= window:
+                break  # the next sample would start outside the window
             next_at = t0 + interval
             delay = next_at - clock()
             if delay > 0:

@@ -1,0 +1,381 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: ipmi_health_info
+short_description: Sample BMC sensors over IPMI and give each node a health verdict
+description:
+  - Reads the sensors of one or more nodes' BMCs with pyghmi, out-of-band over IPMI v2.0 LAN
+    (RMCP+) or in-band through the local C(/dev/ipmi0) device, and judges them against a
+    sensor policy.
+  - Gives every node a verdict of V(ok), V(warning), V(critical) or V(unknown).
+    V(unknown) means the BMC was unreachable, refused the credentials, did not answer within
+    O(timeout), or a watched sensor was unavailable or missing. It is never escalated to
+    V(critical), so it never triggers an evacuation.
+  - Samples several times, either O(samples) times or for a O(window) of seconds, with
+    hysteresis (a state counts only after O(hysteresis) consecutive samples agree) and a trend
+    (least-squares slope) for every sensor. With O(stop_on) it returns as soon as a node turns
+    bad, so a cron-driven run can watch for most of a minute and still act at once.
+  - All BMCs are read concurrently. Sessions stay open across samples, sensors are read one by
+    one (one bad sensor does not abort its node), and every node has a hard deadline per sample,
+    so a dead BMC costs at most O(timeout), never pyghmi's own 27 s.
+  - A sensor that the policy asks for by exact name but that a BMC does not have is reported as
+    a discrepancy and makes that node V(unknown), not silently ignored.
+  - The module only reads; it changes nothing, so check mode runs it as usual.
+version_added: "0.1.0"
+author:
+  - pft contributors
+requirements:
+  - pyghmi == 1.6.19 (pinned; pft patches two of its 1.6.x bugs at run time, see notes)
+options:
+  targets:
+    description:
+      - The nodes to check, each with its BMC.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: The node's name, used as the key of the result.
+        type: str
+        required: true
+      address:
+        description: The BMC's address. Required for O(targets[].interface=lan).
+        type: str
+      port:
+        description: The BMC's RMCP+ UDP port.
+        type: int
+        default: 623
+      username:
+        description: The BMC user. Defaults to O(username).
+        type: str
+      password:
+        description:
+          - The BMC password. Defaults to O(password). Keep it in vault or the environment;
+            it never appears in the module's arguments on the command line or in its result.
+        type: str
+      interface:
+        description:
+          - V(lan) reads the BMC over the network. V(local) reads it in-band through
+            C(/dev/ipmi0) on the host the module runs on (needs the ipmi_si/ipmi_devintf drivers).
+        type: str
+        choices: [lan, local]
+        default: lan
+  username:
+    description:
+      - Default BMC user for targets that do not give one.
+      - If not set, the environment variable E(PFT_BMC_USERNAME) is used.
+    type: str
+  password:
+    description:
+      - Default BMC password for targets that do not give one.
+      - If not set, the environment variable E(PFT_BMC_PASSWORD) is used.
+    type: str
+  policy:
+    description:
+      - Per-sensor rules. The first rule that matches a sensor judges it.
+      - Without rules, O(use_bmc_thresholds=true) watches every sensor of the BMC.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Sensor name or shell-style glob, for example C(CPU* Temp).
+        type: str
+      type:
+        description: Sensor type as the BMC reports it, for example C(Temperature), C(Fan), C(Voltage).
+        type: str
+      lower_warning:
+        description: A reading at or below this is V(warning).
+        type: float
+      lower_critical:
+        description: A reading at or below this is V(critical).
+        type: float
+      upper_warning:
+        description: A reading at or above this is V(warning).
+        type: float
+      upper_critical:
+        description: A reading at or above this is V(critical).
+        type: float
+      required:
+        description:
+          - Whether a BMC that has no sensor matching this rule is a discrepancy.
+          - Defaults to V(true) for an exact O(policy[].name) and V(false) for globs and type-only rules.
+        type: bool
+  use_bmc_thresholds:
+    description:
+      - Also judge sensors by the threshold states the BMC itself reports (non-critical gives
+        V(warning), critical and non-recoverable give V(critical)). The worse of rule and BMC wins.
+    type: bool
+    default: false
+  samples:
+    description:
+      - How many samples to take. Mutually exclusive with O(window).
+      - Defaults to 1 when O(window) is not given.
+    type: int
+  window:
+    description:
+      - Sample for this many seconds instead of a fixed count, for example 55 for a run started
+        by cron every minute. Mutually exclusive with O(samples).
+    type: float
+  interval:
+    description: Seconds from the start of one sample to the start of the next.
+    type: float
+    default: 1.0
+  stop_on:
+    description:
+      - Return as soon as any node's confirmed verdict reaches this level.
+      - V(never) always runs all samples or the whole window.
+    type: str
+    choices: [warning, critical, never]
+    default: never
+  hysteresis:
+    description:
+      - How many consecutive samples must agree before a sensor's state counts, in both
+        directions, tracked per node and sensor. 1 disables hysteresis.
+    type: int
+    default: 1
+  timeout:
+    description:
+      - Hard deadline in seconds for one node in one sample (login, sensor repository and readings).
+        A node that does not answer in time is V(unknown) for that sample.
+    type: float
+    default: 3.0
+  parallelism:
+    description:
+      - How many logins and in-band reads run at once. LAN readings of logged-in BMCs are all
+        in flight together on one event loop regardless.
+    type: int
+    default: 32
+  return_history:
+    description: Return every sample of every sensor (time, value, state), for plots and audits.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads sensors; check mode runs it normally.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - Run it on the controller (C(delegate_to=localhost)) for out-of-band checks, with the
+    Python that has pyghmi, or on the node itself with O(targets[].interface=local).
+  - pyghmi 1.6.x loses wake-ups when a BMC answers within about 100 microseconds, so about half
+    of all requests wait out a 0.5-1 s retry timer, and a second login to the same BMC in one
+    process can hang. pft fixes both at run time, narrowly, on pyghmi 1.6.x only; the result
+    says whether the fix is active (RV(pyghmi_wakeup_fix)).
+  - Identical BMC models that report the same SDR timestamp share one parsed sensor repository
+    inside pyghmi; that is correct as long as BMCs of one model have the same sensors.
+seealso:
+  - module: community.general.ipmi_power
+"""
+
+EXAMPLES = r"""
+- name: Watch all compute nodes for up to 55 s, return as soon as one turns bad
+  ipmi_health_info:
+    targets: "{{ pft_bmc_targets }}"  # [{name: node01, address: 10.1.0.11}, ...]
+    username: "{{ vault_bmc_username }}"
+    password: "{{ vault_bmc_password }}"
+    policy:
+      - name: "CPU* Temp"
+        upper_warning: 75
+        upper_critical: 85
+      - type: Fan
+        lower_warning: 900
+        lower_critical: 600
+      - name: 12V
+        lower_critical: 10.8
+        upper_critical: 13.2
+    window: 55
+    interval: 1
+    hysteresis: 3
+    stop_on: warning
+  delegate_to: localhost
+  register: health
+
+- name: One sample judged by the BMCs' own thresholds, credentials from the environment
+  ipmi_health_info:
+    targets:
+      - name: node01
+        address: 10.1.0.11
+      - name: node02
+        address: 10.1.0.12
+    use_bmc_thresholds: true
+  environment:
+    PFT_BMC_USERNAME: admin
+    PFT_BMC_PASSWORD: "{{ vault_bmc_password }}"
+  delegate_to: localhost
+
+- name: In-band, on the node itself
+  ipmi_health_info:
+    targets:
+      - name: "{{ inventory_hostname }}"
+        interface: local
+    use_bmc_thresholds: true
+  become: true
+
+- name: Nodes to evacuate
+  ansible.builtin.debug:
+    msg: "{{ health.summary.critical }}"
+"""
+
+RETURN = r"""
+nodes:
+  description: Per node, its verdict and the evidence for it.
+  returned: always
+  type: dict
+  contains:
+    verdict:
+      description: V(ok), V(warning), V(critical) or V(unknown).
+      type: str
+      sample: critical
+    reason:
+      description: Why, in words.
+      type: str
+      sample: "CPU1 Temp: 92 >= upper_critical 85"
+    fired:
+      description: The sensor and rule that decided the verdict, or null.
+      type: dict
+      sample: {"sensor": "CPU1 Temp", "rule": "name=CPU* Temp", "value": 92.0}
+    sensors:
+      description:
+        - Per watched sensor, its verdict, reason, last value, min, max, C(trend_per_min)
+          (least-squares slope in units per minute), sample count, the rule that judged it,
+          C(pending) (a state building up towards the hysteresis count) and, with
+          O(return_history), C(history).
+      type: dict
+      sample: {"CPU1 Temp": {"verdict": "critical", "value": 92.0, "min": 45.0, "max": 92.0,
+               "trend_per_min": 41.2, "samples": 7, "rule": "name=CPU* Temp", "pending": null,
+               "reason": "92 >= upper_critical 85"}}
+    discrepancies:
+      description: Sensors the policy requires by name that this BMC does not have.
+      type: list
+      elements: str
+      sample: ["CPU3 Temp"]
+    samples:
+      description: Samples taken of this node.
+      type: int
+      sample: 7
+    error:
+      description: The last node-level error (unreachable, authentication), if the last sample had one.
+      type: str
+      returned: when the last sample of the node failed
+      sample: "BMC unreachable: no answer within 3s"
+summary:
+  description: Node names by verdict.
+  returned: always
+  type: dict
+  sample: {"ok": ["node02"], "warning": [], "critical": ["node01"], "unknown": ["node03"]}
+samples:
+  description: Samples taken.
+  returned: always
+  type: int
+  sample: 7
+elapsed:
+  description: Seconds the module sampled for.
+  returned: always
+  type: float
+  sample: 6.02
+sweep_seconds:
+  description: Minimum, median and maximum time of one sample of all nodes.
+  returned: always
+  type: dict
+  sample: {"min": 0.11, "median": 0.13, "max": 1.9}
+stopped_early:
+  description: When O(stop_on) ended the run, which nodes, after how many samples and at what time.
+  returned: always
+  type: dict
+  sample: {"nodes": ["node01"], "after_samples": 7, "at": 6.02}
+pyghmi_wakeup_fix:
+  description: Whether pft's fix for pyghmi's lost-wakeup race is active.
+  returned: always
+  type: bool
+  sample: true
+"""
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+
+from ansible.module_utils.pft_ipmi import (
+    HAS_PYGHMI, PYGHMI_IMPORT_ERROR, HealthError, Policy, install_wakeup_fix, run_health,
+)
+
+RULE_SPEC = dict(
+    name=dict(type="str"),
+    type=dict(type="str"),
+    lower_warning=dict(type="float"),
+    lower_critical=dict(type="float"),
+    upper_warning=dict(type="float"),
+    upper_critical=dict(type="float"),
+    required=dict(type="bool"),
+)
+
+TARGET_SPEC = dict(
+    name=dict(type="str", required=True),
+    address=dict(type="str"),
+    port=dict(type="int", default=623),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    interface=dict(type="str", choices=["lan", "local"], default="lan"),
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            targets=dict(type="list", elements="dict", required=True, options=TARGET_SPEC),
+            username=dict(type="str", fallback=(env_fallback, ["PFT_BMC_USERNAME"])),
+            password=dict(type="str", no_log=True, fallback=(env_fallback, ["PFT_BMC_PASSWORD"])),
+            policy=dict(type="list", elements="dict", default=[], options=RULE_SPEC),
+            use_bmc_thresholds=dict(type="bool", default=False),
+            samples=dict(type="int"),
+            window=dict(type="float"),
+            interval=dict(type="float", default=1.0),
+            stop_on=dict(type="str", choices=["warning", "critical", "never"], default="never"),
+            hysteresis=dict(type="int", default=1),
+            timeout=dict(type="float", default=3.0),
+            parallelism=dict(type="int", default=32),
+            return_history=dict(type="bool", default=False),
+        ),
+        mutually_exclusive=[("samples", "window")],
+        supports_check_mode=True,
+    )
+    if not HAS_PYGHMI:
+        module.fail_json(msg=missing_required_lib("pyghmi"), exception=str(PYGHMI_IMPORT_ERROR))
+
+    p = module.params
+    targets = []
+    for t in p["targets"]:
+        t = dict(t)
+        if t.get("username") is None:
+            t["username"] = p["username"]
+        if t.get("password") is None:
+            t["password"] = p["password"]
+        targets.append(t)
+    # drop empty rule keys so that Rule() sees only what the user gave
+    rules = [{k: v for k, v in r.items() if v is not None} for r in p["policy"]]
+    try:
+        policy = Policy(rules, p["use_bmc_thresholds"])
+        fixed = install_wakeup_fix()
+        result = run_health(
+            targets, policy,
+            samples=p["samples"] or 1, interval=p["interval"], window=p["window"],
+            stop_on=p["stop_on"], hysteresis=p["hysteresis"], timeout=p["timeout"],
+            parallelism=p["parallelism"], keep_history=p["return_history"],
+        )
+    except HealthError as exc:
+        module.fail_json(msg=str(exc))
+    result["pyghmi_wakeup_fix"] = fixed
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
