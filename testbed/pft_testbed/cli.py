@@ -64,8 +64,11 @@ def build_parser():
     br.add_argument("node")
     k = sub.add_parser("kill", help="stop the node abruptly (its BMC stays up)")
     k.add_argument("node")
-    sn = sub.add_parser("start", help="start a stopped node again (boots from its own disk)")
+    sn = sub.add_parser("start", help="power a stopped node on through its BMC (boots from its own disk)")
     sn.add_argument("node")
+    pw = sub.add_parser("power", help="IPMI chassis power through the node's BMC, over LAN")
+    pw.add_argument("node")
+    pw.add_argument("action", choices=("on", "off", "reset", "cycle", "soft", "status"))
     inv = sub.add_parser("inventory", help="write inventory/testbed/ for the playbooks and molecule")
     inv.add_argument("--dir", default=DEFAULT_INVENTORY)
     sub.add_parser("image", help="build the node image if its inputs changed, and print its path")
@@ -130,6 +133,8 @@ def run(args):
     elif cmd == "start":
         tb.start_node(args.node)
         tb.wait_ssh([args.node])
+    elif cmd == "power":
+        print(f"{args.node}: {tb.power(args.node, args.action)}")
     elif cmd == "inventory":
         print(tb.write_inventory(args.dir))
     elif cmd == "image":

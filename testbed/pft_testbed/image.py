@@ -29,7 +29,7 @@ SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 PACKAGES = (
     "systemd-sysv", "udev", "kmod", "initramfs-tools", "linux-image-amd64", "grub-pc",
     "openssh-server", "ifupdown", "iproute2", "iputils-ping", "procps", "netbase",
-    "python3", "ipmitool", "netcat-openbsd", "less",
+    "python3", "ipmitool", "netcat-openbsd", "less", "dbus",
 )
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4")
 DISK_SIZE = 8 << 30          # virtual size; qcow2 stores only what is written

@@ -16,6 +16,7 @@ on its command line; ``down`` finds them that way even when the state file is go
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -133,10 +134,7 @@ class Testbed:
                       "-f", self.key_file])
             self._network_up(plan)
             self._start_aptproxy(plan)
-            self._bmcs_up(plan)
-            for n in plan.nodes:
-                self._create_disk(n.name, image)
-                self.start_node(n.name)
+            self._bmcs_up(plan, image)
             self.wait_ssh([n.name for n in plan.nodes], boot_timeout)
         except BaseException:
             self.progress(f"testbed {self.name}: bring-up failed; cleaning up")
@@ -208,25 +206,60 @@ class Testbed:
         self._save()
 
     def _bmc(self, node):
+        """The node's SimBmc. Its ipmi_sim owns the node's power: ``startcmd`` starts the VM
+        (``startnow``), chassis power off/reset reach QEMU over the in-band VM link."""
         from pft_testbed.bmc import SimBmc
         n = self.node(node)
+        d = self.node_dir(node)
+        extra = [
+            f"serial 15 {n.bmc_address} {config.BMC_SERIAL_PORT} codec VM",
+            f'startcmd "/bin/sh {d}/start.sh"',
+            "startnow true",
+            "poweroff_wait 20",
+            "kill_wait 5",
+        ]
         return SimBmc(n.name, n.bmc_address, os.path.join(self.state_dir, "bmc"), port=config.BMC_PORT,
                       username=config.BMC_USERNAME, password=self.state["bmc_password"],
-                      console_port=config.BMC_CONSOLE_PORT)
+                      console_port=config.BMC_CONSOLE_PORT, extra_lan_conf=extra)
 
-    def _bmcs_up(self, plan):
-        self.progress(f"BMCs: {len(plan.nodes)} ipmi_sim on {plan.nodes[0].bmc_address}.. port {config.BMC_PORT}")
+    def _bmcs_up(self, plan, image):
+        self.progress(f"BMCs: {len(plan.nodes)} ipmi_sim on {plan.nodes[0].bmc_address}.. port {config.BMC_PORT}; "
+                      "each powers on its node")
         for n in plan.nodes:
+            self._create_disk(n.name, image)
+            self._write_start_script(n.name)
+            self._start_ipmi_link(n.name)
+            self.progress(f"node {n.name}: power on ({n.memory_mb} MiB, TCG)")
             bmc = self._bmc(n.name)
             bmc.start()
             self.state["pids"][f"bmc-{n.name}"] = bmc.proc.pid
             self._save()
+
+    def _start_ipmi_link(self, node):
+        """QEMU runs in the testbed namespace, ipmi_sim in the root one: a unix socket joins them."""
+        n = self.node(node)
+        d = self.node_dir(node)
+        log = open(os.path.join(d, "ipmi-link.log"), "ab")
+        proc = subprocess.Popen(
+            ["socat", f"UNIX-LISTEN:{d}/ipmi.sock,fork,unlink-early",
+             f"TCP:{n.bmc_address}:{config.BMC_SERIAL_PORT}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.state["pids"][f"ipmi-link-{node}"] = proc.pid
 
     def _create_disk(self, node, image):
         d = self.node_dir(node)
         os.makedirs(d, exist_ok=True)
         host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image, "-F", "qcow2",
                   os.path.join(d, "disk.qcow2")])
+
+    def _write_start_script(self, node):
+        argv = ["exec", "ip", "netns", "exec", self.netns] + self.qemu_argv(node)
+        with open(os.path.join(self.node_dir(node), "start.sh"), "w") as f:
+            f.write("# Started by the node's BMC (ipmi_sim startcmd) at chassis power on.\n")
+            f.write(f'echo "=== pft testbed: node {node} powered on $(date +%T) ===" >> '
+                    f"{shlex.quote(self.node_dir(node))}/console.log\n")
+            f.write(" ".join(shlex.quote(a) for a in argv) + "\n")
 
     def qemu_argv(self, node):
         p = self.plan
@@ -246,27 +279,64 @@ class Testbed:
             "-chardev", f"socket,id=con0,path={d}/console.sock,server=on,wait=off,logfile={d}/console.log,"
                         "logappend=on",
             "-serial", "chardev:con0",
+            "-chardev", f"socket,id=ipmi0,path={d}/ipmi.sock,reconnect=2",
+            "-device", "ipmi-bmc-extern,chardev=ipmi0,id=bmc0",
+            "-device", "isa-ipmi-kcs,bmc=bmc0",
             "-monitor", f"unix:{d}/monitor.sock,server=on,wait=off",
             "-smbios", smbios,
-            "-pidfile", f"{d}/qemu.pid", "-daemonize",
+            "-pidfile", f"{d}/qemu.pid",
         ]
 
+    def power(self, node, action):
+        """IPMI chassis power ACTION (on, off, reset, cycle, status) through the node's BMC, over LAN."""
+        if action not in ("on", "off", "reset", "cycle", "status", "soft"):
+            raise TestbedError(f"unknown power action {action!r}")
+        return self.ipmitool(node, "chassis", "power", action).stdout.strip()
+
+    def ipmitool(self, node, *args, timeout=60):
+        """ipmitool over IPMI LAN (RMCP+, cipher suite 3) against the node's BMC; password via env."""
+        n = self.node(node)
+        argv = ["ipmitool", "-I", "lanplus", "-C", "3", "-H", n.bmc_address, "-p", str(config.BMC_PORT),
+                "-U", config.BMC_USERNAME, "-E", "-N", "2", "-R", "2"] + list(args)
+        env = dict(os.environ, IPMI_PASSWORD=self.state["bmc_password"])
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        if proc.returncode != 0:
+            raise TestbedError(f"ipmitool {' '.join(args)} on {node}'s BMC {n.bmc_address} failed: "
+                               f"{proc.stderr.strip()}")
+        return proc
+
     def start_node(self, node):
-        """Start (or restart) a node's VM; it boots from its own disk."""
+        """Power a stopped node on through its BMC; it boots from its own disk."""
         if self.node_running(node):
             raise TestbedError(f"node {node} is already running")
-        d = self.node_dir(node)
-        self.progress(f"node {node}: starting QEMU ({self.node(node).memory_mb} MiB, TCG)")
-        with open(os.path.join(d, "console.log"), "a") as f:
-            f.write(f"\n=== pft testbed: node {node} started {time.strftime('%H:%M:%S')} ===\n")
-        host.run(["ip", "netns", "exec", self.netns] + self.qemu_argv(node), timeout=60)
-        with open(os.path.join(d, "qemu.pid")) as f:
-            self.state["pids"][f"qemu-{node}"] = int(f.read().strip())
-        self._save()
+        self.progress(f"node {node}: chassis power on through its BMC")
+        self.power(node, "on")
+        for _ in range(100):
+            if self.node_running(node):
+                return
+            time.sleep(0.1)
+        raise TestbedError(f"node {node}: the BMC's power on did not start QEMU; BMC log: "
+                           f"{self._log_tail('bmc', node)}")
+
+    def _log_tail(self, kind, node, lines=10):
+        path = (os.path.join(self.state_dir, "bmc", node, "ipmi_sim.log") if kind == "bmc"
+                else os.path.join(self.node_dir(node), kind))
+        try:
+            with open(path, errors="replace") as f:
+                return "\n".join(f.read().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
 
     def _qemu_pid(self, node):
-        pid = self.state["pids"].get(f"qemu-{node}")
-        if pid and self._pid_matches(pid, f"pft-{self.name}-{node}"):
+        try:
+            with open(os.path.join(self.node_dir(node), "qemu.pid")) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+        if self._pid_matches(pid, f"pft-{self.name}-{node},"):
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    return None
             return pid
         return None
 
@@ -305,9 +375,10 @@ class Testbed:
         last_report = started
         while pending:
             for node in list(pending):
-                if not self.node_running(node):
-                    raise TestbedError(f"node {node}: QEMU exited during boot. Console log tail:\n"
-                                       f"{self.console_tail(node)}")
+                if not self.node_running(node) and time.monotonic() - started > 10:
+                    raise TestbedError(f"node {node}: QEMU is not running. Console log tail:\n"
+                                       f"{self.console_tail(node)}\nBMC log tail (QEMU's own output):\n"
+                                       f"{self._log_tail('bmc', node)}")
                 if self._port_open(self.node(node).address):
                     if self.ssh(node, "true", timeout=60, check=False).returncode == 0:
                         ready[node] = time.monotonic() - started
@@ -372,7 +443,7 @@ class Testbed:
             raise TestbedError(f"node {node} is not running")
         os.kill(pid, signal.SIGKILL)
         for _ in range(50):
-            if not self._pid_matches(pid, f"pft-{self.name}-{node}"):
+            if not self.node_running(node):
                 break
             time.sleep(0.1)
 
