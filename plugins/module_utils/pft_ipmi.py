@@ -11,10 +11,12 @@ tested directly:
   threshold states.
 * :class:`SensorTrack` applies hysteresis (a state counts only after K
   consecutive samples) and keeps the trend (least-squares slope).
-* :class:`PyghmiNode` holds one BMC session (LAN or in-band) and reads the
-  requested sensors one by one, so one bad sensor does not abort the node.
-* :class:`Sampler` polls all nodes concurrently with bounded parallelism and a
-  hard per-node deadline per sample, so a dead BMC costs at most its deadline.
+* :class:`LanNode` drives one BMC session (login, sensor repository,
+  readings) as callbacks on pyghmi's event loop, sensor by sensor, so one bad
+  sensor does not abort the node and one dead BMC blocks nobody;
+  :class:`LocalNode` reads the in-band BMC (/dev/ipmi0).
+* :class:`Sampler` polls all nodes at once with a hard per-node deadline per
+  sample, so a dead BMC costs at most its deadline.
 * :func:`run_health` is what the module calls.
 
 Verdict order for a node: critical > warning > unknown > ok. ``unknown``
@@ -464,53 +466,272 @@ def _reading_dict(reading):
     }
 
 
-# IPMI completion codes after which the session itself is fine
-_SENSOR_NOT_PRESENT = 0xCB
+# IPMI completion codes (IPMI v2.0 spec, table 5-2 and section 33.12)
+CC_SENSOR_NOT_PRESENT = 0xCB
+CC_RESERVATION_CANCELLED = 0xC5
+CC_CANNOT_RETURN_BYTES = 0xCA
+SDR_LAST_RECORD = 0xFFFF
+SDR_CHUNK = 16
 
 
-class PyghmiNode:
-    """A pyghmi session to one node's BMC, kept open across samples.
+def _sdr_entries(records, cmd_mfg=0, cmd_prod=0):
+    """{sensor name: pyghmi SDREntry} of the readable sensor records."""
+    from pyghmi.ipmi import sdr as sdr_mod
+    from pyghmi.ipmi.private import constants as event_const
+    entries = {}
+    for raw in records:
+        try:
+            entry = sdr_mod.SDREntry(bytearray(raw), event_const, False, cmd_mfg, cmd_prod)
+        except Exception:  # an odd record must not cost the node its other sensors
+            continue
+        if entry.sdrtype == sdr_mod.TYPE_SENSOR and entry.readable:
+            entries.setdefault(entry.name, entry)
+    return entries
 
-    ``connect()`` logs in and reads the sensor repository (blocking; run on a
-    worker thread). LAN nodes are then read asynchronously on pyghmi's event
-    loop (``start_read``), which overlaps the requests to all BMCs; the
-    in-band interface is read synchronously (``read_sync``).
+
+def _decode(entries, name, cmd, rsp):
+    """A reading dict from a Get Sensor Reading response."""
+    code = rsp.get("code")
+    if "error" in rsp and code is None:
+        return {"error": str(rsp["error"])}
+    if code:
+        return {"error": "completion code 0x%02x%s" % (code, " (%s)" % rsp["error"] if rsp.get("error") else "")}
+    try:
+        return _reading_dict(entries[name].decode_sensor_reading(cmd, rsp["data"]))
+    except Exception as exc:  # one bad sensor must not abort the node
+        return {"error": "cannot decode reading: %s" % exc}
+
+
+class LanNode:
+    """One BMC over IPMI LAN, driven entirely by pyghmi's event loop.
+
+    Login (pyghmi's asynchronous ``onlogon`` mode), the sensor repository and
+    the readings are chains of callbacks: nothing here blocks, so one dead
+    BMC cannot hold up another, and all BMCs are in flight at once. The
+    session stays open across samples.
+
+    Two pyghmi rules are respected: a request is never sent from inside a
+    pyghmi callback (after the callback returns pyghmi clears the request
+    entry of whatever was sent last, and its reply would be dropped), so
+    every continuation goes through ``defer``; and after each reply the
+    caller of ``raw_command(callback=...)`` must clear ``incommand``.
     """
+
+    can_async = True
+
+    def __init__(self, target, command_factory=None, clock=time.monotonic):
+        self.target = target
+        self.name = target["name"]
+        self._factory = command_factory
+        self._clock = clock
+        self.cmd = None
+        self.entries = {}
+        self.descriptions = None
+        self.names = []
+        self.gen = 0
+        self.busy_since = None
+
+    @property
+    def connected(self):
+        return self.descriptions is not None
+
+    @property
+    def busy(self):
+        return self.busy_since is not None
+
+    def reset(self):
+        self.cmd = None
+        self.entries = {}
+        self.descriptions = None
+
+    def abandon(self):
+        """Give up on an operation pyghmi never finished; its late callbacks are ignored."""
+        self.gen += 1
+        self.busy_since = None
+        self.reset()
+
+    def select(self, names):
+        self.names = [n for n in names if n in self.entries]
+
+    def start(self, prepare, done, defer):
+        """Do this sample's work: log in and read the SDR if needed, then read.
+
+        ``done(result)`` gets {sensor: reading} or a NodeUnavailable, once.
+        """
+        self.gen += 1
+        gen = self.gen
+        self.busy_since = self._clock()
+
+        def finish(result):
+            if gen != self.gen:
+                return  # an abandoned operation
+            self.busy_since = None
+            if isinstance(result, NodeUnavailable):
+                self.reset()
+            done(result)
+
+        def guard(fn):
+            """Run a continuation; any exception ends the operation cleanly."""
+            def run(*args):
+                if gen != self.gen:
+                    return
+                try:
+                    fn(*args)
+                except NodeUnavailable as exc:
+                    finish(exc)
+                except Exception as exc:
+                    finish(NodeUnavailable("internal error: %s: %s" % (exc.__class__.__name__, exc)))
+            return run
+
+        def request(netfn, command, data, then, rslun=0):
+            session = self.cmd.ipmi_session
+
+            def got(rsp):
+                session.incommand = False
+                while session.evq:
+                    session.evq.popleft().set()
+                defer(lambda: guard(then)(rsp))
+            try:
+                session.raw_command(netfn=netfn, command=command, data=data, rslun=rslun, callback=got)
+            except Exception as exc:
+                raise NodeUnavailable(classify_ipmi_error(exc)[0])
+
+        def check(rsp):
+            if rsp.get("code") == 0xFFFF or ("error" in rsp and rsp.get("code") in (None, 0)):
+                raise NodeUnavailable(classify_ipmi_error(rsp.get("error", "timeout"))[0])
+
+        # -- readings ---------------------------------------------------
+        def read(i=0, out=None):
+            out = {} if out is None else out
+            if i == len(self.names):
+                finish(out)
+                return
+            name = self.names[i]
+            entry = self.entries[name]
+
+            def got(rsp):
+                if rsp.get("code") == 0xFFFF or self.cmd.ipmi_session.broken:
+                    raise NodeUnavailable(classify_ipmi_error(rsp.get("error", "timeout"))[0])
+                out[name] = _decode(self.entries, name, self.cmd, rsp)
+                read(i + 1, out)
+            request(4, 0x2D, (entry.sensor_number,), got, rslun=entry.sensor_lun)
+
+        # -- sensor repository ------------------------------------------
+        def sdr(ident):
+            mfg = prod = 0
+            data = ident.get("data") or b""
+            if len(data) >= 11:
+                mfg = data[6] | (data[7] << 8) | (data[8] << 16)
+                prod = data[9] | (data[10] << 8)
+            records = []
+            state = {"rsv": 0, "recid": 0, "offset": 0, "size": 0xFF, "buf": bytearray(), "next": None}
+
+            def reserve(then):
+                def got(rsp):
+                    check(rsp)
+                    if rsp.get("code"):
+                        raise NodeUnavailable("IPMI error: Reserve SDR Repository: completion code 0x%02x"
+                                              % rsp["code"])
+                    state["rsv"] = rsp["data"][0] | (rsp["data"][1] << 8)
+                    then()
+                request(0x0A, 0x22, (), got)
+
+            def get():
+                st = state
+                data = (st["rsv"] & 0xFF, st["rsv"] >> 8, st["recid"] & 0xFF, st["recid"] >> 8,
+                        st["offset"], st["size"])
+                request(0x0A, 0x23, data, got)
+
+            def got(rsp):
+                check(rsp)
+                st = state
+                code = rsp.get("code")
+                if code == CC_CANNOT_RETURN_BYTES and st["size"] == 0xFF:
+                    st["size"] = 5                     # header first, then chunks
+                    reserve(get)
+                    return
+                if code == CC_RESERVATION_CANCELLED:
+                    reserve(get)
+                    return
+                if code:
+                    raise NodeUnavailable("IPMI error: Get SDR record %d: completion code 0x%02x"
+                                          % (st["recid"], code))
+                body = rsp["data"]
+                if st["next"] is None:
+                    st["next"] = body[0] | (body[1] << 8)
+                st["buf"].extend(body[2:])
+                total = st["buf"][4] + 5 if len(st["buf"]) >= 5 else None
+                if total is None or len(st["buf"]) < total:
+                    st["offset"] = len(st["buf"])
+                    st["size"] = min(SDR_CHUNK, (total or 5) - st["offset"]) if total else 5
+                    get()
+                    return
+                records.append(bytes(st["buf"][:total]))
+                if st["next"] == st["recid"]:
+                    raise NodeUnavailable("IPMI error: BMC returned SDR record %d as its own successor"
+                                          % st["recid"])
+                if st["next"] == SDR_LAST_RECORD or len(records) > 4096:
+                    self.entries = _sdr_entries(records, mfg, prod)
+                    self.descriptions = [{"name": n, "type": e.sensor_type} for n, e in self.entries.items()]
+                    prepare(self, self.descriptions)
+                    read()
+                    return
+                st.update(recid=st["next"], next=None, offset=0, buf=bytearray(),
+                          size=0xFF if st["size"] == 0xFF else 5)
+                get()
+
+            get()
+
+        # -- login --------------------------------------------------------
+        def logged_in(response, cmd=None):
+            if "error" in response:
+                reason, permanent = classify_ipmi_error(response["error"])
+                raise NodeUnavailable(reason, permanent)
+            request(0x06, 0x01, (), sdr)   # Get Device ID, then the SDR
+
+        if self.connected:
+            guard(read)()
+            return
+        t = self.target
+        port = int(t.get("port") or 623)
+        factory = self._factory or pyghmi_command.Command
+
+        def on_logon(response, cmd=None):
+            defer(lambda: guard(logged_in)(response))
+
+        try:
+            forget_stale_login(t["address"], t.get("username"), t.get("password"), port)
+            self.cmd = factory(bmc=t["address"], userid=t.get("username"), password=t.get("password"),
+                               port=port, onlogon=on_logon)
+        except Exception as exc:
+            reason, permanent = classify_ipmi_error(exc)
+            finish(NodeUnavailable(reason, permanent))
+
+
+class LocalNode:
+    """The in-band BMC of the host the module runs on (/dev/ipmi0), read synchronously."""
+
+    can_async = False
 
     def __init__(self, target, command_factory=None):
         self.target = target
         self.name = target["name"]
-        self.local = target.get("interface") == "local"
         self._factory = command_factory
         self.cmd = None
-        self.descriptions = None
         self.entries = {}
+        self.descriptions = None
         self.names = []
-        self.busy = False      # an asynchronous read is in flight
+        self.busy = False
 
     @property
     def connected(self):
-        return self.cmd is not None and self.descriptions is not None
-
-    @property
-    def can_async(self):
-        return not self.local
-
-    def _new_command(self):
-        factory = self._factory or pyghmi_command.Command
-        t = self.target
-        if self.local:
-            return factory()
-        port = int(t.get("port") or 623)
-        forget_stale_login(t["address"], t.get("username"), t.get("password"), port)
-        return factory(bmc=t["address"], userid=t.get("username"), password=t.get("password"), port=port)
+        return self.descriptions is not None
 
     def connect(self):
-        """Log in and read the SDR; returns the sensor descriptions [{name, type}]."""
         if self.connected:
             return self.descriptions
         try:
-            self.cmd = self._new_command()
+            self.cmd = (self._factory or pyghmi_command.Command)()
             sdr = self.cmd.init_sdr()
             entries = {}
             for number in sdr.get_sensor_numbers():
@@ -519,20 +740,13 @@ class PyghmiNode:
         except Exception as exc:
             self.reset()
             reason, permanent = classify_ipmi_error(exc)
-            raise NodeUnavailable(reason, permanent)
+            raise NodeUnavailable("in-band IPMI: %s" % reason, permanent)
         self.entries = entries
-        self.descriptions = [{"name": name, "type": e.sensor_type} for name, e in entries.items()]
+        self.descriptions = [{"name": n, "type": e.sensor_type} for n, e in entries.items()]
         return self.descriptions
 
     def select(self, names):
         self.names = [n for n in names if n in self.entries]
-
-    def _decode(self, name, rsp):
-        if "error" in rsp and rsp.get("code") != _SENSOR_NOT_PRESENT:
-            return {"error": rsp["error"]}
-        if rsp.get("code"):
-            return {"error": "completion code 0x%02x" % rsp["code"]}
-        return _reading_dict(self.entries[name].decode_sensor_reading(self.cmd, rsp["data"]))
 
     def read_sync(self):
         """Read each selected sensor on its own; returns {name: reading dict}."""
@@ -540,70 +754,25 @@ class PyghmiNode:
         for name in self.names:
             entry = self.entries[name]
             try:
-                rsp = self.cmd.raw_command(netfn=4, command=0x2d, data=(entry.sensor_number,),
+                rsp = self.cmd.raw_command(netfn=4, command=0x2D, data=(entry.sensor_number,),
                                            rslun=entry.sensor_lun)
             except Exception as exc:
                 self.reset()
-                raise NodeUnavailable(classify_ipmi_error(exc)[0])
-            try:
-                out[name] = self._decode(name, rsp)
-            except Exception as exc:  # one bad sensor must not abort the node
-                out[name] = {"error": "cannot decode reading: %s" % exc}
+                raise NodeUnavailable("in-band IPMI: %s" % classify_ipmi_error(exc)[0])
+            out[name] = _decode(self.entries, name, self.cmd, rsp)
         return out
-
-    def start_read(self, done, defer):
-        """Read the selected sensors one after another on pyghmi's event loop.
-
-        ``done(result)`` is called from the loop with {name: reading} or a
-        NodeUnavailable. The caller pumps the loop (Session.wait_for_rsp) and
-        then runs what was handed to ``defer``: the next request must not be
-        sent from inside pyghmi's callback, because after the callback
-        returns pyghmi clears the request entry of whatever was sent last,
-        and the reply to a request sent from the callback would be dropped.
-        """
-        session = self.cmd.ipmi_session
-        names = list(self.names)
-        out = {}
-        self.busy = True
-
-        def finish(result):
-            self.busy = False
-            if isinstance(result, NodeUnavailable):
-                self.reset()
-            done(result)
-
-        def issue(i):
-            if i == len(names):
-                finish(out)
-                return
-            entry = self.entries[names[i]]
-            try:
-                session.raw_command(netfn=4, command=0x2d, data=(entry.sensor_number,),
-                                    rslun=entry.sensor_lun, callback=lambda rsp: got(i, rsp))
-            except Exception as exc:
-                finish(NodeUnavailable(classify_ipmi_error(exc)[0]))
-
-        def got(i, rsp):
-            # pyghmi's contract for callers of raw_command(callback=...)
-            session.incommand = False
-            while session.evq:
-                session.evq.popleft().set()
-            if "error" in rsp and rsp.get("code") != _SENSOR_NOT_PRESENT and (
-                    "timeout" in str(rsp["error"]).lower() or session.broken):
-                finish(NodeUnavailable(classify_ipmi_error(rsp["error"])[0]))
-                return
-            try:
-                out[names[i]] = self._decode(names[i], rsp)
-            except Exception as exc:  # one bad sensor must not abort the node
-                out[names[i]] = {"error": "cannot decode reading: %s" % exc}
-            defer(lambda: issue(i + 1))
-
-        issue(0)
 
     def reset(self):
         self.cmd = None
-        self.descriptions = None
         self.entries = {}
+        self.descriptions = None
+
+
+def make_node(target, command_factory=None):
+    """The reader for a target: LanNode or LocalNode."""
+    if target.get("interface") == "local":
+        return LocalNode(target, command_factory)
+    return LanNode(target, command_factory)
 
 
 def pump_pyghmi(timeout):
@@ -628,57 +797,46 @@ class _Job:
 class Sampler:
     """One sample of every node, each within a hard deadline.
 
-    Blocking work (login and SDR, and reads of in-band nodes) runs on a
-    bounded pool of daemon threads; reads of LAN nodes run asynchronously on
-    pyghmi's event loop in the calling thread, so all BMCs are asked at once.
+    LAN nodes run as callback chains on pyghmi's event loop in the calling
+    thread: all BMCs are asked at once and nothing blocks. Nodes that can only
+    be read synchronously (in-band) run on a bounded pool of daemon threads.
     A node whose earlier request has not come back is reported unreachable
-    and gets no new request until it does; a stuck worker is replaced so the
-    parallelism left for the other nodes stays the same. Daemon workers never
-    delay the module's exit.
+    and gets no new request until it does; one that pyghmi never finishes is
+    abandoned after ``abandon_after`` seconds and starts over with a new
+    login. Daemon threads never delay the module's exit.
     """
 
-    def __init__(self, parallelism, deadline, pump=None):
+    def __init__(self, parallelism, deadline, pump=None, abandon_after=None, clock=time.monotonic):
         self.parallelism = max(1, int(parallelism))
         self.deadline = float(deadline)
         self.pump = pump or pump_pyghmi
+        self.abandon_after = abandon_after if abandon_after is not None else max(30.0, 5 * self.deadline)
+        self.clock = clock
+        self.deferred = collections.deque()
         self.jobs = queue.Queue()
         self.lock = threading.Lock()
         self.workers = 0
-        self.busy = 0
-        self.outstanding = {}   # name -> _Job still running on a worker
+        self.outstanding = {}   # name -> _Job of a synchronous reader
 
     def _worker(self):
         while True:
             job = self.jobs.get()
             if job is None:
                 return
-            with self.lock:
-                self.busy += 1
             try:
                 job.result = job.fn(job.reader)
             except NodeUnavailable as exc:
                 job.result = exc
             except Exception as exc:  # never let a worker die silently
                 job.result = NodeUnavailable("internal error: %s: %s" % (exc.__class__.__name__, exc))
-            finally:
-                with self.lock:
-                    self.busy -= 1
-                    surplus = self.workers > self.parallelism + self._stuck_locked()
-                    if surplus:
-                        self.workers -= 1
-                job.done.set()
-            if surplus:
-                return
-
-    def _stuck_locked(self):
-        return sum(1 for j in self.outstanding.values() if not j.done.is_set())
+            job.done.set()
 
     def _submit(self, reader, fn):
         job = _Job(reader, fn)
+        self.outstanding[reader.name] = job
+        stuck = sum(1 for j in self.outstanding.values() if not j.done.is_set()) - 1
         with self.lock:
-            self.outstanding[reader.name] = job
-            wanted = min(self.parallelism + self._stuck_locked(), self.parallelism + len(self.outstanding))
-            start = max(0, wanted - self.workers)
+            start = max(0, min(self.parallelism, len(self.outstanding)) + stuck - self.workers)
             self.workers += start
         for _ in range(start):
             t = threading.Thread(target=self._worker, name="pft-ipmi-worker")
@@ -687,22 +845,19 @@ class Sampler:
         self.jobs.put(job)
         return job
 
+    def _run_deferred(self):
+        while self.deferred:
+            self.deferred.popleft()()
+
     def sample(self, readers, prepare):
-        """Sample every reader once; returns {name: {sensor: reading} or NodeUnavailable}.
-
-        ``prepare(reader)`` runs on a worker after a (re)connect, to choose
-        the sensors to read.
-        """
-        end = time.monotonic() + self.deadline
+        """Sample every reader once; returns {name: {sensor: reading} or NodeUnavailable}."""
+        now = self.clock()
+        end = now + self.deadline
         results = {}
-        waiting = {}     # name -> _Job (connect or sync read)
-        reading = set()  # names with an async read in flight this sample
-
-        def connect_job(reader):
-            prepare(reader, reader.connect())
-            if not reader.can_async:
-                return reader.read_sync()
-            return None  # connected: read asynchronously
+        waiting = {}     # name -> _Job of a synchronous reader
+        reading = set()  # names of asynchronous readers in flight this sample
+        late = NodeUnavailable("BMC unreachable: no answer within %ss (earlier request still outstanding)"
+                               % _fmt(self.deadline))
 
         def on_done(name):
             def done(result):
@@ -711,45 +866,45 @@ class Sampler:
                     results[name] = result
             return done
 
-        deferred = collections.deque()
-
-        def start_async(reader):
-            reading.add(reader.name)
-            reader.start_read(on_done(reader.name), deferred.append)
+        def sync_job(reader):
+            prepare(reader, reader.connect())
+            return reader.read_sync()
 
         for reader in readers:
-            old = self.outstanding.get(reader.name)
-            if (old is not None and not old.done.is_set()) or getattr(reader, "busy", False):
-                results[reader.name] = NodeUnavailable(
-                    "BMC unreachable: no answer within %ss (earlier request still outstanding)"
-                    % _fmt(self.deadline))
-                continue
-            self.outstanding.pop(reader.name, None)
-            if reader.connected and reader.can_async:
-                start_async(reader)
+            if reader.can_async:
+                if reader.busy:
+                    if now - reader.busy_since > self.abandon_after:
+                        reader.abandon()
+                    else:
+                        results[reader.name] = late
+                        continue
+                reading.add(reader.name)
+                reader.start(prepare, on_done(reader.name), self.deferred.append)
             else:
-                waiting[reader.name] = self._submit(reader, connect_job)
+                old = self.outstanding.get(reader.name)
+                if old is not None and not old.done.is_set():
+                    results[reader.name] = late
+                    continue
+                waiting[reader.name] = self._submit(reader, sync_job)
+        self._run_deferred()
 
         while waiting or reading:
             for name, job in list(waiting.items()):
                 if job.done.is_set():
                     del waiting[name]
-                    if job.result is None:
-                        start_async(job.reader)
-                    else:
-                        results[name] = job.result
-            remaining = end - time.monotonic()
-            if remaining <= 0:
+                    results[name] = job.result
+            remaining = end - self.clock()
+            if remaining <= 0 or not (waiting or reading):
                 break
             if reading:
                 self.pump(min(remaining, 0.05))
-                while deferred:
-                    deferred.popleft()()
-            elif waiting:
+                self._run_deferred()
+            else:
                 next(iter(waiting.values())).done.wait(min(remaining, 0.05))
+        timeout = NodeUnavailable("BMC unreachable: no answer within %ss" % _fmt(self.deadline))
         for name in list(waiting) + list(reading):
-            results[name] = NodeUnavailable("BMC unreachable: no answer within %ss" % _fmt(self.deadline))
-        reading.clear()  # late answers of this sample are dropped
+            results[name] = timeout
+        reading.clear()  # answers that come later are dropped; the node stays busy until then
         return results
 
     def close(self):
@@ -906,7 +1061,7 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     if window is None and samples < 1:
         raise HealthError("samples must be >= 1, got %r" % samples)
     stop_level = _stop_level(stop_on)
-    factory = node_factory or PyghmiNode
+    factory = node_factory or make_node
     readers = [factory(t) for t in targets]
     states = {t["name"]: NodeState(t, hysteresis) for t in targets}
     sampler = Sampler(parallelism, timeout, pump=pump)

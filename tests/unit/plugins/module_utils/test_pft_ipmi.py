@@ -342,7 +342,7 @@ class FakeLocalCommand:
 
 def test_in_band_node_uses_local_session_and_reads_sensor_by_sensor():
     FakeLocalCommand.instances.clear()
-    node = H.PyghmiNode({"name": "n1", "interface": "local"}, command_factory=FakeLocalCommand)
+    node = H.make_node({"name": "n1", "interface": "local"}, command_factory=FakeLocalCommand)
     assert not node.can_async
     assert {d["name"] for d in node.connect()} == {"CPU1 Temp", "FAN1"}
     node.select(["CPU1 Temp", "FAN1", "NOPE"])
@@ -355,7 +355,7 @@ def test_in_band_node_uses_local_session_and_reads_sensor_by_sensor():
 
 def test_in_band_run_health_end_to_end_with_fake_device():
     res = H.run_health([{"name": "self", "interface": "local"}], H.Policy([TEMP]),
-                       node_factory=lambda t: H.PyghmiNode(t, command_factory=FakeLocalCommand),
+                       node_factory=lambda t: H.make_node(t, command_factory=FakeLocalCommand),
                        pump=lambda t: None)
     assert res["nodes"]["self"]["verdict"] == "critical"
 
