@@ -24,7 +24,7 @@ lint: setup
 	@echo "==> yamllint (strict)"
 	@$(BIN)/yamllint --strict .
 	@echo "==> ansible-lint (production profile)"
-	@$(BIN)/ansible-lint --offline -p
+	@$(BIN)/ansible-lint --offline --profile production
 	@echo "==> ansible-doc renders every module"
 	@for m in plugins/modules/*.py; do n=$$(basename $$m .py); \
 	  $(BIN)/ansible-doc -t module $$n >/dev/null || { echo "ansible-doc failed for $$n"; exit 1; }; done
