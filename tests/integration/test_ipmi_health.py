@@ -291,3 +291,27 @@ def test_module_through_ansible_playbook(bmcs, tmp_path):
         assert task["summary"]["ok"] == [bmcs[0].name]
         assert task["changed"] is False
         assert password not in out.stdout and bmcs[1].password not in out.stdout
+
+
+def test_health_playbook_on_an_inventory(bmcs, tmp_path):
+    """playbooks/health.yml, as an operator runs it, against an inventory of simulated BMCs."""
+    bmcs[2].set_sensor("FAN2", 540)
+    inv = tmp_path / "inv"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    hosts = {"all": {"children": {"compute": {"hosts": {
+        b.name: {"bmc_address": b.address, "bmc_port": b.port, "bmc_password": b.password} for b in bmcs}}}}}
+    (inv / "hosts.yml").write_text(json.dumps(hosts))
+    (inv / "group_vars" / "all" / "vars.yml").write_text(json.dumps({
+        "bmc_username": "admin",
+        "pft_health_policy": POLICY,
+        "pft_health_timeout": 5,
+    }))
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+                          "-i", str(inv / "hosts.yml"), os.path.join(REPO, "playbooks", "health.yml")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg")))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "%s: critical (FAN2: 540 <= lower_critical 600)" % bmcs[2].name in out.stdout
+    assert "%s: ok" % bmcs[0].name in out.stdout
+    for b in bmcs:
+        assert b.password not in out.stdout + out.stderr
