@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import time
 
 from pft_testbed import host
@@ -181,6 +180,26 @@ class ImageBuilder:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         self.progress(f"image {self.key}: built in {time.monotonic() - started:.0f} s -> {self.image}")
+        self._prune()
+
+    def _prune(self):
+        """Remove older images that no testbed's state (``<cache>/run/*/state.json``) still uses."""
+        images = os.path.join(self.cache_dir, "images")
+        in_use = set()
+        run = os.path.join(self.cache_dir, "run")
+        for name in (os.listdir(run) if os.path.isdir(run) else ()):
+            try:
+                with open(os.path.join(run, name, "state.json")) as f:
+                    in_use.add(os.path.dirname(json.load(f).get("image", "")))
+            except (OSError, ValueError):
+                in_use.add("*")                  # unreadable state: keep everything
+        if "*" in in_use:
+            return
+        for name in os.listdir(images):
+            path = os.path.join(images, name)
+            if name != self.key and len(name) == 16 and os.path.isdir(path) and path not in in_use:
+                self.progress(f"image: removing unused old image {name}")
+                shutil.rmtree(path, ignore_errors=True)
 
     def _debootstrap(self, root):
         debs = os.path.join(self.cache_dir, "debs")

@@ -16,6 +16,19 @@ import pytest
 NAME = os.environ.get("PFT_E2E_TESTBED", "e2e")
 
 
+# The first test that uses the testbed also pays for the image build (cold cache: 2-5 min) and
+# the boot (2-4 min under load): give those tests more than pytest.ini's 900 s.
+SETUP_TIMEOUT = 2400
+
+
+def pytest_collection_modifyitems(config, items):
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if str(item.fspath).startswith(here + os.sep) and "testbed" in getattr(item, "fixturenames", ()):
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(SETUP_TIMEOUT))
+
+
 def _progress(msg):
     print(f"[testbed] {msg}", flush=True)
 
