@@ -68,8 +68,8 @@ def record(path, hosts_count, parallel):
         handle.write("Recorded by bench/target_rank.py on %s: real gmond 3.7.2 on loopback, %d spoofed hosts, "
                      "%d gmetric calls (%d parallel) in %.1f s, %d bytes of XML.\n"
                      % (time.strftime("%Y-%m-%dT%H:%M:%S"), hosts_count, sent, parallel, elapsed, len(xml)))
-    print("recorded %s: %d hosts, %d gmetric calls in %.1f s, %d bytes" % (path, hosts_count, sent, elapsed,
-                                                                          len(xml)))
+    print("recorded %s: %d hosts, %d gmetric calls in %.1f s, %d bytes"
+          % (path, hosts_count, sent, elapsed, len(xml)))
     return xml
 
 
@@ -132,7 +132,7 @@ def main():
     candidates = names
     source = names[0]
     memory_mb = 8192
-    criteria = pft_ganglia.Criteria(trust_spoofed=True)
+    criteria = pft_ganglia.Criteria()
 
     parse_s, snapshot = median_time(lambda: pft_ganglia.parse_xml(xml), args.repeat)
     rank_s, result = median_time(lambda: pft_ganglia.rank_targets(snapshot, candidates, source=source,

@@ -13,10 +13,14 @@ Liveness
     A host is *down* when its ``TN > host_down_factor * TMAX`` (Ganglia's own
     rule, factor 4). A metric is *stale* when ``TN > metric_stale_factor *
     TMAX``. gmond resets a host's ``TN`` whenever *anyone* sends a metric for
-    it, including spoofed (``gmetric -S``) metrics sent for a dead node
-    (ganglia/monitor-core PR#189). By default the ranking therefore ignores
-    spoofed criterion metrics (``trust_spoofed=False``): a dead node's own
-    metrics go stale even if something keeps its host entry warm.
+    it, including metrics other hosts send on its behalf (``gmetric -S``),
+    so data injected for a dead node keeps it looking alive
+    (ganglia/monitor-core PR#189). The ranking therefore also requires the
+    criterion metrics that each node publishes itself (guests, Xen free
+    memory, load) to be fresh: a dead node's own metrics go stale even if
+    something keeps its host entry warm. (The SPOOF_HOST marker cannot tell
+    the two apart: gmetric marks a node's own metrics as spoofed too when
+    gmond.conf sets override_hostname; it is kept as ``Metric.spoofed``.)
 
 Ranking
     :func:`rank_targets` is a pure function of a snapshot and the inputs. Every
@@ -68,7 +72,7 @@ REASONS = (
     "unhealthy",            # ipmi_health_info verdict not in healthy_verdicts
     "down",                 # host TN > host_down_factor * host TMAX
     "stale",                # a criterion metric TN > metric_stale_factor * its TMAX
-    "missing_metric",       # a criterion metric is absent, not a number, or spoofed and untrusted
+    "missing_metric",       # a criterion metric is absent or not a number
     "hosts_guest",          # guest metric > 0
     "insufficient_memory",  # Xen free memory < memory needed
 )
@@ -351,17 +355,16 @@ class Criteria:
     """What makes a good target. Every field has the documented module default."""
 
     __slots__ = ("guest_metric", "free_memory_metric", "load_metric", "host_down_factor",
-                 "metric_stale_factor", "trust_spoofed", "healthy_verdicts")
+                 "metric_stale_factor", "healthy_verdicts")
 
     def __init__(self, guest_metric=DEFAULT_GUEST_METRIC, free_memory_metric=DEFAULT_FREE_MEMORY_METRIC,
                  load_metric=DEFAULT_LOAD_METRIC, host_down_factor=DEFAULT_HOST_DOWN_FACTOR,
-                 metric_stale_factor=DEFAULT_METRIC_STALE_FACTOR, trust_spoofed=False, healthy_verdicts=("ok",)):
+                 metric_stale_factor=DEFAULT_METRIC_STALE_FACTOR, healthy_verdicts=("ok",)):
         self.guest_metric = guest_metric
         self.free_memory_metric = free_memory_metric
         self.load_metric = load_metric
         self.host_down_factor = float(host_down_factor)
         self.metric_stale_factor = float(metric_stale_factor)
-        self.trust_spoofed = bool(trust_spoofed)
         self.healthy_verdicts = tuple(healthy_verdicts)
 
 
@@ -407,11 +410,6 @@ def _metric_check(host, metric_name, criteria, reasons, details):
     if metric is None:
         reasons.add("missing_metric")
         details.append("metric %s not published" % metric_name)
-        return None
-    if metric.spoofed and not criteria.trust_spoofed:
-        reasons.add("missing_metric")
-        details.append("metric %s was spoofed by another host (gmetric -S) and trust_spoofed is false"
-                       % metric_name)
         return None
     value = metric.number()
     if value is None:
@@ -530,7 +528,8 @@ def rank_targets(snapshot, candidates, source=None, memory_mb=0, exclude=(), res
     if accepted:
         best = accepted[0]
         target = best["host"]
-        reason = ("%s chosen: lowest %s (%s), %s MiB Xen free >= %s MiB needed, no guest; %d of %d candidate(s) acceptable"
+        reason = ("%s chosen: lowest %s (%s), %s MiB Xen free >= %s MiB needed, no guest; "
+                  "%d of %d candidate(s) acceptable"
                   % (target, criteria.load_metric, _fmt(best["load"]), _fmt(best["free_memory_mb"]),
                      _fmt(memory_mb), len(accepted), len(seen)))
     else:

@@ -72,8 +72,8 @@ options:
         description: Metric description.
         type: str
       spoof:
-        description: Publish on behalf of another host, as V(IP:hostname) (C(gmetric -S)). Consumers with
-          C(trust_spoofed=false) ignore such metrics.
+        description: Publish on behalf of another host, as V(IP:hostname) (C(gmetric -S)). Used by simulations;
+          a node should publish its own pft metrics, whose freshness proves it is alive.
         type: str
   tmax:
     description: TMAX of the pft metrics, and of O(metrics) without one. Publish at least this often.
@@ -157,11 +157,12 @@ metrics:
     - {name: pft_guest_count, value: "1", argv: [gmetric, -c, /etc/ganglia/gmond.conf, -n, pft_guest_count, -v, "1"]}
 """
 
-import os
+import os  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pft_ganglia import (GangliaError, gmetric_argv, pft_node_metrics, publish_metrics,
-                                              run_argv)
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_ganglia import (  # noqa: E402
+    GangliaError, gmetric_argv, pft_node_metrics, publish_metrics,
+    run_argv)
 
 
 def main():

@@ -11,13 +11,16 @@ description:
   - Reads the Ganglia XML of a gmond or gmetad (the first of O(endpoints) that answers with valid XML)
     and ranks the O(candidates) as homes for the guest of the failing O(source) node.
   - A candidate is acceptable when it is known to Ganglia, is not the source, not excluded, not reserved by
-    another evacuation, healthy (when O(health) is given), up (host C(TN <= host_down_factor x TMAX)), its
-    criterion metrics are published by itself and fresh (metric C(TN <= metric_stale_factor x TMAX)), it hosts
+    another evacuation, healthy (when O(health) is given), up (host C(TN <= host_down_factor x TMAX)), the
+    criterion metrics it publishes itself are fresh (metric C(TN <= metric_stale_factor x TMAX)), it hosts
     no guest (O(guest_metric) is 0) and the memory Xen can give a new guest (O(free_memory_metric), from
     C(xl info) C(free_memory), not dom0's C(mem_free)) is at least O(memory_mb).
   - Acceptable candidates are ordered by lowest O(load_metric), then most Xen free memory, then name; the
     first is RV(target). Every candidate appears in RV(ranking) with its metrics and every reason that
     rejected it.
+  - Ganglia resets a host's C(TN) whenever any host sends a metric on its behalf (C(gmetric -S)), so a dead
+    node can look alive (ganglia/monitor-core PR#189); the freshness of the node's own criterion metrics
+    catches that.
   - Read-only. To make two concurrent evacuations never get the same spare, reserve the chosen host with
     M(spare_reservation) (give it RV(accepted), best first) and pass O(reservation_dir) here so hosts
     reserved by other evacuations are reported as C(reserved).
@@ -96,13 +99,6 @@ options:
     description: A criterion metric is stale when its C(TN) is greater than this times its C(TMAX).
     type: float
     default: 2.0
-  trust_spoofed:
-    description:
-      - Accept criterion metrics that another host sent on the node's behalf (C(gmetric -S)).
-      - Off by default because spoofed data keeps a dead node looking alive (ganglia/monitor-core PR#189);
-        turn it on only where spoofing is how the metrics are published, for example in simulations.
-    type: bool
-    default: false
   reservation_dir:
     description: Directory of M(spare_reservation). Hosts with a live reservation of another owner are
       rejected as C(reserved). Not read when unset.
@@ -171,7 +167,7 @@ reason:
   description: Why RV(target) was chosen, or why there is none (every reason with its hosts).
   returned: always
   type: str
-  sample: "node07 chosen: lowest load_one (0.1), 8192 MiB Xen free >= 4096 MiB needed, no guest; 3 of 8 candidate(s) acceptable"
+  sample: "node07 chosen: lowest load_one (0.1), 8192 MiB Xen free >= 4096 MiB needed, no guest; 3 of 8 ..."
 accepted:
   description: Acceptable candidates, best first (give these to M(spare_reservation)).
   returned: always
@@ -264,10 +260,10 @@ reservations:
   sample: {node03: {owner: evacuate-node01, expires: 1795431000.0}}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.pft_ganglia import (
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.pft_ganglia import (  # noqa: E402
     DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, Criteria, GangliaError, rank_targets, read_ganglia)
-from ansible.module_utils.pft_reservation import ReservationError, ReservationStore
+from ansible.module_utils.pft_reservation import ReservationError, ReservationStore  # noqa: E402
 
 
 def main():
@@ -288,7 +284,6 @@ def main():
             load_metric=dict(type="str", default="load_one"),
             host_down_factor=dict(type="float", default=4.0),
             metric_stale_factor=dict(type="float", default=2.0),
-            trust_spoofed=dict(type="bool", default=False),
             reservation_dir=dict(type="path"),
             reservation_owner=dict(type="str"),
             fail_on_none=dict(type="bool", default=False),
@@ -325,7 +320,7 @@ def main():
                                                   default_port=p["default_port"])
         criteria = Criteria(guest_metric=p["guest_metric"], free_memory_metric=p["free_memory_metric"],
                             load_metric=p["load_metric"], host_down_factor=p["host_down_factor"],
-                            metric_stale_factor=p["metric_stale_factor"], trust_spoofed=p["trust_spoofed"],
+                            metric_stale_factor=p["metric_stale_factor"],
                             healthy_verdicts=p["healthy_verdicts"])
         result = rank_targets(snapshot, p["candidates"], source=p["source"], memory_mb=p["memory_mb"],
                               exclude=p["exclude"], reserved=reserved, health=p["health"], criteria=criteria)

@@ -154,8 +154,8 @@ msg:
   sample: node07 reserved for evacuate-node03 until 2026-11-23T11:10:00Z
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pft_reservation import ReservationError, ReservationStore
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_reservation import ReservationError, ReservationStore  # noqa: E402
 
 
 def main():

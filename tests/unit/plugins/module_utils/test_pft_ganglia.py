@@ -142,7 +142,8 @@ def test_read_ganglia_falls_back_to_next_endpoint():
             raise GangliaUnreachable("Ganglia endpoint a: cannot connect: Connection refused")
         return good
     snapshot, used, errors = read_ganglia(["a", "b"], fetch=fetch)
-    assert used == "b" and "n1" in snapshot.hosts and errors == ["Ganglia endpoint a: cannot connect: Connection refused"]
+    assert used == "b" and "n1" in snapshot.hosts
+    assert errors == ["Ganglia endpoint a: cannot connect: Connection refused"]
 
 
 def test_read_ganglia_all_unreachable_names_every_endpoint():
@@ -236,9 +237,6 @@ def test_fetch_connection_refused_names_endpoint():
 
 
 # -- ranking ----------------------------------------------------------------
-TRUST = Criteria(trust_spoofed=True)
-
-
 def test_best_target_is_least_loaded_with_room_and_no_guest():
     snapshot = snap(host_xml("n1", "10.0.0.1", load=0.9), host_xml("n2", "10.0.0.2", load=0.1),
                     host_xml("n3", "10.0.0.3", load=0.5))
@@ -262,7 +260,8 @@ def test_ties_broken_by_memory_then_name_whatever_the_input_order():
     ("is_source", host_xml("x", "10.0.0.9"), {"source": "x"}),
     ("excluded", host_xml("x", "10.0.0.9"), {"exclude": ["x"]}),
     ("reserved", host_xml("x", "10.0.0.9"), {"reserved": {"x": "evacuate-n7"}}),
-    ("unhealthy", host_xml("x", "10.0.0.9"), {"health": {"nodes": {"x": {"verdict": "warning"}, "good": {"verdict": "ok"}}}}),
+    ("unhealthy", host_xml("x", "10.0.0.9"),
+     {"health": {"nodes": {"x": {"verdict": "warning"}, "good": {"verdict": "ok"}}}}),
     ("down", host_xml("x", "10.0.0.9", tn=81, tmax=20), {}),
     ("stale", host_xml("x", "10.0.0.9", metric_tn=121), {}),
     ("missing_metric", host_xml("x", "10.0.0.9", free=None), {}),
@@ -313,13 +312,14 @@ def test_several_reasons_are_all_reported_in_fixed_order():
     assert result["ranking"][0]["reasons"] == ["excluded", "down", "hosts_guest", "insufficient_memory"]
 
 
-def test_spoofed_metrics_are_untrusted_by_default():
-    snapshot = snap(host_xml("dead", "10.0.0.1", spoof=True), host_xml("alive", "10.0.0.2", load=3))
+def test_spoofed_data_that_keeps_a_dead_host_warm_does_not_hide_stale_own_metrics():
+    """PR#189: host TN is fresh because someone injects metrics, but the node's own metrics are old."""
+    extra = metric_xml("ipmi_temp", 40, tn=0, spoof="10.0.0.1:dead")
+    snapshot = snap(host_xml("dead", "10.0.0.1", tn=0, metric_tn=500, extra=extra), host_xml("alive", "10.0.0.2"))
     result = rank_targets(snapshot, ["dead", "alive"], memory_mb=1)
     assert result["target"] == "alive"
-    dead = {e["host"]: e for e in result["ranking"]}["dead"]
-    assert dead["reason"] == "missing_metric" and "spoofed" in " ".join(dead["details"])
-    assert rank_targets(snapshot, ["dead", "alive"], memory_mb=1, criteria=TRUST)["target"] == "dead"
+    assert result["ranking"][1]["reasons"] == ["stale"]
+    assert snapshot.hosts["dead"].metrics["ipmi_temp"].spoofed
 
 
 def test_name_matching_by_ip_and_short_name():
