@@ -165,6 +165,8 @@ class ImageBuilder:
             root = os.path.join(work, "root")
             self._debootstrap(root)
             self._configure(root)
+            if cache_key(image_inputs(packages=self.inputs["packages"])) != self.key:
+                raise TestbedError("the image's inputs changed while it was being built; run again")
             raw = os.path.join(work, "disk.raw")
             self._pack(root, raw)
             out = os.path.join(work, "out")
