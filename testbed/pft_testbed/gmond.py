@@ -28,6 +28,7 @@ Example::
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import ipaddress
 import os
@@ -57,6 +58,18 @@ def _udp_buffer(want=4 << 20):
             return max(65536, min(want, int(handle.read())))
     except (OSError, ValueError):
         return 65536
+
+
+_STARTED = set()  # gmonds still running; stopped at interpreter exit if the caller forgot
+
+
+@atexit.register
+def _stop_forgotten():
+    for gmond in list(_STARTED):
+        try:
+            gmond.stop(grace=1.0)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 class GmondError(RuntimeError):
@@ -235,6 +248,7 @@ class Gmond:
         self.proc = subprocess.Popen(self._wrap([self.gmond_bin, "-c", self.config_path, "-f"]),
                                      stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        _STARTED.add(self)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -277,6 +291,7 @@ class Gmond:
         self._cleanup_proc()
 
     def _cleanup_proc(self):
+        _STARTED.discard(self)
         if self._log is not None:
             self._log.close()
             self._log = None
