@@ -230,8 +230,9 @@ def _int(attrib, key, default=0):
 class _Builder:
     """Parser target: builds Host/Metric objects directly, no element tree."""
 
-    def __init__(self):
+    def __init__(self, metrics=None):
         self.snapshot = Snapshot()
+        self.wanted = frozenset(metrics) if metrics is not None else None
         self.root = None
         self.cluster = None
         self.host = None
@@ -239,7 +240,8 @@ class _Builder:
 
     def start(self, tag, attrib):
         if tag == "METRIC":
-            if self.host is not None:
+            self.metric = None
+            if self.host is not None and (self.wanted is None or attrib.get("NAME") in self.wanted):
                 try:
                     tn, tmax, dmax = int(attrib["TN"]), int(attrib["TMAX"]), int(attrib.get("DMAX", 0))
                 except (KeyError, ValueError):
@@ -281,8 +283,10 @@ class _Builder:
         return self.snapshot
 
 
-def parse_xml(data, origin="Ganglia XML"):
+def parse_xml(data, origin="Ganglia XML", metrics=None):
     """Parse gmond or gmetad XML (bytes) into a :class:`Snapshot`.
+
+    ``metrics``: names of the metrics to keep (None keeps all); hosts are always kept.
 
     Raises :class:`GangliaXMLError` naming ``origin`` for empty, truncated,
     malformed or unsafe documents, or a root that is not GANGLIA_XML.
@@ -291,7 +295,7 @@ def parse_xml(data, origin="Ganglia XML"):
         raise GangliaError("defusedxml is required to parse Ganglia XML: %s" % DEFUSEDXML_IMPORT_ERROR)
     if not data or not data.strip():
         raise GangliaXMLError("%s: empty answer (0 bytes of XML)" % origin)
-    builder = _Builder()
+    builder = _Builder(metrics)
     # defusedxml installs its guards (entity declarations, external references)
     # on the expat parser. Element events go straight to the builder instead
     # of through ElementTree's Python layer: about 2x faster on 7 MB of XML.
@@ -316,7 +320,7 @@ def parse_xml(data, origin="Ganglia XML"):
 
 
 def read_ganglia(endpoints, timeout=DEFAULT_TIMEOUT, max_bytes=DEFAULT_MAX_BYTES, default_port=DEFAULT_PORT,
-                 fetch=fetch_xml):
+                 fetch=fetch_xml, metrics=None):
     """Read the first endpoint that gives valid Ganglia XML.
 
     Returns ``(snapshot, endpoint, errors)`` where ``errors`` lists the
@@ -334,7 +338,7 @@ def read_ganglia(endpoints, timeout=DEFAULT_TIMEOUT, max_bytes=DEFAULT_MAX_BYTES
     for endpoint in endpoints:
         try:
             data = fetch(endpoint, timeout=timeout, max_bytes=max_bytes, default_port=default_port)
-            snapshot = parse_xml(data, origin="Ganglia endpoint %s" % endpoint)
+            snapshot = parse_xml(data, origin="Ganglia endpoint %s" % endpoint, metrics=metrics)
         except GangliaXMLError as exc:
             xml_failed = True
             errors.append(str(exc))
@@ -366,6 +370,10 @@ class Criteria:
         self.host_down_factor = float(host_down_factor)
         self.metric_stale_factor = float(metric_stale_factor)
         self.healthy_verdicts = tuple(healthy_verdicts)
+
+    def metric_names(self):
+        """The metrics the ranking reads (pass to parse_xml/read_ganglia as ``metrics``)."""
+        return (self.guest_metric, self.free_memory_metric, self.load_metric)
 
 
 class HostIndex:

@@ -316,12 +316,12 @@ def main():
                 reserved[host] = res.owner
 
     try:
-        snapshot, endpoint, errors = read_ganglia(p["endpoints"], timeout=p["timeout"], max_bytes=p["max_bytes"],
-                                                  default_port=p["default_port"])
         criteria = Criteria(guest_metric=p["guest_metric"], free_memory_metric=p["free_memory_metric"],
                             load_metric=p["load_metric"], host_down_factor=p["host_down_factor"],
                             metric_stale_factor=p["metric_stale_factor"],
                             healthy_verdicts=p["healthy_verdicts"])
+        snapshot, endpoint, errors = read_ganglia(p["endpoints"], timeout=p["timeout"], max_bytes=p["max_bytes"],
+                                                  default_port=p["default_port"], metrics=criteria.metric_names())
         result = rank_targets(snapshot, p["candidates"], source=p["source"], memory_mb=p["memory_mb"],
                               exclude=p["exclude"], reserved=reserved, health=p["health"], criteria=criteria)
     except GangliaError as exc:

@@ -88,6 +88,12 @@ def test_parse_hosts_metrics_and_spoof_flag():
     assert snapshot.hosts["n2"].metrics["load_one"].spoofed
 
 
+def test_parse_can_keep_only_wanted_metrics():
+    snapshot = parse_xml(ganglia_xml(host_xml("n1", "10.0.0.1", spoof=True)), metrics=Criteria().metric_names()[:1])
+    assert list(snapshot.hosts["n1"].metrics) == ["pft_guest_count"]
+    assert snapshot.hosts["n1"].metrics["pft_guest_count"].spoofed
+
+
 def test_parse_gmetad_grid_keeps_freshest_duplicate():
     xml = (HEADER + '<GANGLIA_XML VERSION="3.7.2" SOURCE="gmetad">\n<GRID NAME="g" AUTHORITY="x" LOCALTIME="1">\n'
            '<CLUSTER NAME="a" LOCALTIME="1">\n' + host_xml("n1", "10.0.0.1", tn=50, load=9) + '</CLUSTER>\n'
