@@ -109,7 +109,6 @@ def ipmitool_sweeps(farm, runs):
 
 
 def measure(n, runs, ipmitool_runs, network, skip_peers=False):
-    pft_ipmi.install_wakeup_fix()
     workdir = tempfile.mkdtemp(prefix="pft-bench-")
     try:
         t0 = time.monotonic()

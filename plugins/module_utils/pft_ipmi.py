@@ -138,6 +138,46 @@ def install_wakeup_fix(session_mod=None, force=False):
     return True
 
 
+def install_recv_fix(session_mod=None):
+    """Make pyghmi's IO thread receive without blocking, whatever the socket mode.
+
+    pyghmi 1.6.x shares one UDP socket between its IO thread, which sets it
+    non-blocking and then calls recvfrom() until it is empty, and the senders,
+    which set the same socket back to blocking before each sendto(). If a
+    send lands between the IO thread's setblocking(0) and its recvfrom(),
+    the IO thread blocks in recvfrom() until some packet arrives; when every
+    request is waiting on the IO thread, none ever does, and the process
+    hangs (seen with 512 BMCs on one event loop). MSG_DONTWAIT makes each
+    receive non-blocking on its own.
+    """
+    session_mod = session_mod or pyghmi_session
+    if session_mod is None or not hasattr(session_mod, "_io_recvfrom"):
+        return False
+    if getattr(session_mod._io_recvfrom, "pft_recv_fix", False):
+        return True
+    import socket as _socket
+
+    def _io_recvfrom(mysocket, size):
+        mysocket = getattr(mysocket, "fd", mysocket)
+        try:
+            return mysocket.recvfrom(size, _socket.MSG_DONTWAIT)
+        except (OSError, _socket.error):
+            return None
+
+    _io_recvfrom.pft_recv_fix = True
+    _io_recvfrom.pft_original = session_mod._io_recvfrom
+    session_mod._io_recvfrom = _io_recvfrom
+    return True
+
+
+def install_pyghmi_fixes(session_mod=None, force=False):
+    """All of pft's run-time fixes for pyghmi 1.6.x; True when all are active."""
+    woke = install_wakeup_fix(session_mod, force=force)
+    if not woke:
+        return False
+    return install_recv_fix(session_mod)
+
+
 def forget_stale_login(address, username, password, port, session_mod=None):
     """Drop pyghmi's record of an earlier login to this BMC, if any.
 
@@ -1061,6 +1101,9 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     if window is None and samples < 1:
         raise HealthError("samples must be >= 1, got %r" % samples)
     stop_level = _stop_level(stop_on)
+    fixes = None
+    if node_factory is None:
+        fixes = install_pyghmi_fixes()
     factory = node_factory or make_node
     readers = [factory(t) for t in targets]
     states = {t["name"]: NodeState(t, hysteresis) for t in targets}
@@ -1137,5 +1180,6 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
             "max": round(max(sweep_times), 4),
         },
         "stopped_early": stopped_early,
+        "pyghmi_fixes": fixes,
     }
 

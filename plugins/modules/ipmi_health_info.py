@@ -169,10 +169,11 @@ attributes:
 notes:
   - Run it on the controller (C(delegate_to=localhost)) for out-of-band checks, with the
     Python that has pyghmi, or on the node itself with O(targets[].interface=local).
-  - pyghmi 1.6.x loses wake-ups when a BMC answers within about 100 microseconds, so about half
-    of all requests wait out a 0.5-1 s retry timer, and a second login to the same BMC in one
-    process can hang. pft fixes both at run time, narrowly, on pyghmi 1.6.x only; the result
-    says whether the fix is active (RV(pyghmi_wakeup_fix)).
+  - pyghmi 1.6.x loses wake-ups when a BMC answers within about 100 microseconds (about one
+    request in three waits out a 0.5-1 s retry timer), can block its IO thread in a receive when
+    many BMCs share its socket, and hangs a second login to the same BMC in one process. pft
+    fixes these at run time, narrowly, on pyghmi 1.6.x only; RV(pyghmi_fixes) says whether the
+    fixes are active.
   - Identical BMC models that report the same SDR timestamp share one parsed sensor repository
     inside pyghmi; that is correct as long as BMCs of one model have the same sensors.
 seealso:
@@ -295,8 +296,8 @@ stopped_early:
   returned: always
   type: dict
   sample: {"nodes": ["node01"], "after_samples": 7, "at": 6.02}
-pyghmi_wakeup_fix:
-  description: Whether pft's fix for pyghmi's lost-wakeup race is active.
+pyghmi_fixes:
+  description: Whether pft's run-time fixes for pyghmi 1.6.x (lost wake-up, blocking receive) are active.
   returned: always
   type: bool
   sample: true
@@ -305,7 +306,7 @@ pyghmi_wakeup_fix:
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 from ansible.module_utils.pft_ipmi import (
-    HAS_PYGHMI, PYGHMI_IMPORT_ERROR, HealthError, Policy, install_wakeup_fix, run_health,
+    HAS_PYGHMI, PYGHMI_IMPORT_ERROR, HealthError, Policy, run_health,
 )
 
 RULE_SPEC = dict(
@@ -364,7 +365,6 @@ def main():
     rules = [{k: v for k, v in r.items() if v is not None} for r in p["policy"]]
     try:
         policy = Policy(rules, p["use_bmc_thresholds"])
-        fixed = install_wakeup_fix()
         result = run_health(
             targets, policy,
             samples=p["samples"] or 1, interval=p["interval"], window=p["window"],
@@ -373,7 +373,6 @@ def main():
         )
     except HealthError as exc:
         module.fail_json(msg=str(exc))
-    result["pyghmi_wakeup_fix"] = fixed
     module.exit_json(changed=False, **result)
 
 

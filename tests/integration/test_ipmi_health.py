@@ -27,7 +27,6 @@ POLICY = [
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
-    H.install_wakeup_fix()
     with BmcFarm(4, workdir=str(tmp_path_factory.mktemp("bmcs")), network="127.81.0.0/24") as f:
         yield f
 
@@ -290,6 +289,7 @@ def test_module_through_ansible_playbook(bmcs, tmp_path):
         assert task["summary"]["critical"] == [bmcs[1].name]
         assert task["summary"]["ok"] == [bmcs[0].name]
         assert task["changed"] is False
+        assert task["pyghmi_fixes"] is True
         assert password not in out.stdout and bmcs[1].password not in out.stdout
 
 

@@ -411,3 +411,24 @@ def test_forget_stale_login():
     mod.Session.initting_sessions[("10.0.0.1", "admin", "pw", 623, None)] = object()
     H.forget_stale_login("10.0.0.1", "admin", "pw", 623, session_mod=mod)
     assert mod.Session.initting_sessions == {}
+
+
+def test_recv_fix_receives_without_blocking():
+    import socket
+    mod = types.SimpleNamespace(_io_recvfrom=lambda sock, size: None)
+    assert H.install_recv_fix(mod)
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        a.bind(("127.0.0.1", 0))
+        a.setblocking(True)           # what pyghmi's sender leaves behind
+        assert mod._io_recvfrom(a, 100) is None   # returns at once instead of blocking
+        b.sendto(b"ping", a.getsockname())
+        for _ in range(100):
+            got = mod._io_recvfrom(a, 100)
+            if got:
+                break
+        assert got[0] == b"ping"
+    finally:
+        a.close()
+        b.close()
