@@ -838,7 +838,9 @@ class Sampler:
     """One sample of every node, each within a hard deadline.
 
     LAN nodes run as callback chains on pyghmi's event loop in the calling
-    thread: all BMCs are asked at once and nothing blocks. Nodes that can only
+    thread: all logged-in BMCs are asked at once and nothing blocks; at most
+    ``parallelism`` logins run at once, so a cold start of a large cluster
+    does not drown in retransmissions. Nodes that can only
     be read synchronously (in-band) run on a bounded pool of daemon threads.
     A node whose earlier request has not come back is reported unreachable
     and gets no new request until it does; one that pyghmi never finishes is
@@ -910,6 +912,19 @@ class Sampler:
             prepare(reader, reader.connect())
             return reader.read_sync()
 
+        logins = collections.deque()   # async readers that must log in first, admitted in turn
+
+        def logging_in():
+            return sum(1 for r in readers if r.can_async and r.busy and not r.connected)
+
+        def admit():
+            free = self.parallelism - logging_in()
+            while logins and free > 0:
+                reader = logins.popleft()
+                reading.add(reader.name)
+                reader.start(prepare, on_done(reader.name), self.deferred.append)
+                free -= 1
+
         for reader in readers:
             if reader.can_async:
                 if reader.busy:
@@ -918,6 +933,9 @@ class Sampler:
                     else:
                         results[reader.name] = late
                         continue
+                if not reader.connected:
+                    logins.append(reader)
+                    continue
                 reading.add(reader.name)
                 reader.start(prepare, on_done(reader.name), self.deferred.append)
             else:
@@ -926,15 +944,17 @@ class Sampler:
                     results[reader.name] = late
                     continue
                 waiting[reader.name] = self._submit(reader, sync_job)
+        admit()
         self._run_deferred()
 
-        while waiting or reading:
+        while waiting or reading or logins:
             for name, job in list(waiting.items()):
                 if job.done.is_set():
                     del waiting[name]
                     results[name] = job.result
+            admit()
             remaining = end - self.clock()
-            if remaining <= 0 or not (waiting or reading):
+            if remaining <= 0 or not (waiting or reading or logins):
                 break
             if reading:
                 self.pump(min(remaining, 0.05))
@@ -944,6 +964,10 @@ class Sampler:
         timeout = NodeUnavailable("BMC unreachable: no answer within %ss" % _fmt(self.deadline))
         for name in list(waiting) + list(reading):
             results[name] = timeout
+        for reader in logins:
+            results[reader.name] = NodeUnavailable(
+                "not sampled: login still queued after %ss (%d logins at once; raise parallelism)"
+                % (_fmt(self.deadline), self.parallelism))
         reading.clear()  # answers that come later are dropped; the node stays busy until then
         return results
 

@@ -150,8 +150,9 @@ options:
     default: 3.0
   parallelism:
     description:
-      - How many logins and in-band reads run at once. LAN readings of logged-in BMCs are all
-        in flight together on one event loop regardless.
+      - How many BMC logins (and in-band reads) run at once. Readings of logged-in BMCs are all
+        in flight together on one event loop regardless. A login still queued when a sample's
+        deadline passes makes that node V(unknown) for the sample.
     type: int
     default: 32
   return_history:
