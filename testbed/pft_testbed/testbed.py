@@ -57,6 +57,8 @@ def _proc_cmdlines():
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class
+
     def __init__(self, name="pft", progress=None, cache_dir=None):
         self.name = config.check_name(name)
         self.progress = progress or (lambda msg: print(msg, flush=True))

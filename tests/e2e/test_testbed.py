@@ -7,6 +7,7 @@ import time
 import pytest
 
 from pft_testbed import config
+from pft_testbed.errors import TestbedError
 
 pytestmark = pytest.mark.e2e
 
@@ -134,6 +135,9 @@ def test_kill_stops_the_node_but_not_its_bmc_and_start_brings_it_back(testbed):
     st = testbed.status()["compute3"]
     assert st["qemu"] == "stopped"
     assert "CPU1 Temp" in ipmi_sensors(testbed, "compute3")
+    assert "Power is off" in testbed.power("compute3", "status")
+    with pytest.raises(TestbedError, match="node compute3: QEMU is not running. Console log tail"):
+        testbed.wait_ssh(["compute3"], timeout=120)
     testbed.start_node("compute3")
     testbed.wait_ssh(["compute3"], timeout=300)
 
