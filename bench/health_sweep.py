@@ -43,24 +43,43 @@ from pft_testbed.bmc import BmcFarm  # noqa: E402
 PASSWORD = "bench-sweep-pw"
 
 
+COLD_SCRIPT = """
+import json, sys
+sys.path.insert(0, %(testbed)r)
+import ansible.module_utils
+ansible.module_utils.__path__.append(%(module_utils)r)
+from ansible.module_utils import pft_ipmi
+targets = json.load(sys.stdin)
+res = pft_ipmi.run_health(targets, pft_ipmi.Policy(use_bmc_thresholds=True), samples=1, timeout=60)
+print(json.dumps({"elapsed": res["elapsed"], "ok": len(res["summary"]["ok"])}))
+""" % {"testbed": os.path.join(REPO, "testbed"), "module_utils": os.path.join(REPO, "plugins", "module_utils")}
+
+
 def pft_sweeps(farm, runs):
-    """(warm sweep times, cold sweep times) of pft."""
-    policy = pft_ipmi.Policy(use_bmc_thresholds=True)
+    """(warm sweep times, cold sweep times) of pft.
+
+    Cold runs are fresh processes, as the cron-driven watch is: login, sensor
+    repository and one reading of every BMC (credentials go in on stdin).
+    Warm sweeps are the later samples of one run, sessions open.
+    """
+    import json
     targets = farm.targets()
-    warm, cold = [], []
+    cold = []
     for _ in range(runs):
-        res = pft_ipmi.run_health(targets, policy, samples=1, timeout=30, interval=0)
-        _check(res, len(targets), "pft cold")
+        out = subprocess.run([sys.executable, "-c", COLD_SCRIPT], input=json.dumps(targets),
+                             capture_output=True, text=True, timeout=600)
+        if out.returncode != 0:
+            raise SystemExit("pft cold run failed: %s" % out.stderr.strip()[-800:])
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        if res["ok"] != len(targets):
+            raise SystemExit("pft cold: only %d of %d BMCs answered" % (res["ok"], len(targets)))
         cold.append(res["elapsed"])
-    res = pft_ipmi.run_health(targets, policy, samples=runs + 1, interval=0, timeout=30,
-                              after_sample=lambda n: warm_marks.append(time.monotonic()))
+    marks = []
+    res = pft_ipmi.run_health(targets, pft_ipmi.Policy(use_bmc_thresholds=True), samples=runs + 1,
+                              interval=0, timeout=300, after_sample=lambda n: marks.append(time.monotonic()))
     _check(res, len(targets), "pft warm")
-    warm = [b - a for a, b in zip(warm_marks, warm_marks[1:])]
-    warm_marks.clear()
+    warm = [b - a for a, b in zip(marks, marks[1:])]
     return warm, cold
-
-
-warm_marks = []
 
 
 def _check(res, n, what):
@@ -125,6 +144,19 @@ def measure(n, runs, ipmitool_runs, network, skip_peers=False):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def in_process(n, args, skip_peers=False):
+    """measure() in a fresh process, so no pyghmi state carries over between sizes."""
+    import json
+    argv = [sys.executable, os.path.abspath(__file__), "--worker", str(n), "--runs", str(args.runs),
+            "--ipmitool-runs", str(args.ipmitool_runs), "--network", args.network]
+    if skip_peers:
+        argv.append("--skip-peers")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise SystemExit("benchmark of N=%d failed: %s%s" % (n, out.stdout[-500:], out.stderr[-1500:]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bmcs", type=int, default=128, help="number of simulated BMCs (default 128)")
@@ -132,21 +164,29 @@ def main():
     ap.add_argument("--ipmitool-runs", type=int, default=2, help="timed ipmitool runs (slow; default 2)")
     ap.add_argument("--scaling", default="", help="also time pft alone at these sizes, e.g. 32,128,512")
     ap.add_argument("--network", default="127.90.0.0/16", help="loopback range for the BMCs")
+    ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--skip-peers", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     for tool in ("ipmi_sim", "ipmi-sensors", "ipmitool"):
         if shutil.which(tool) is None:
             raise SystemExit("%s not found: run make setup" % tool)
 
+    if args.worker:
+        import json
+        print(json.dumps(measure(args.worker, args.runs, args.ipmitool_runs, args.network,
+                                 skip_peers=args.skip_peers)))
+        return
+
     if args.scaling:
-        print("pft warm sweep scaling (median of %d):" % args.runs)
+        print("pft sweep scaling (median of %d; each size in a fresh process):" % args.runs)
         print("%6s %10s %10s %12s" % ("N", "warm s", "cold s", "ms per BMC"))
         for n in [int(x) for x in args.scaling.split(",") if x]:
-            r = measure(n, args.runs, 0, args.network, skip_peers=True)
+            r = in_process(n, args, skip_peers=True)
             print("%6d %10.3f %10.3f %12.3f" % (n, r["pft_warm"], r["pft_cold"], 1000 * r["pft_warm"] / n),
                   flush=True)
         print()
 
-    r = measure(args.bmcs, args.runs, args.ipmitool_runs, args.network)
+    r = in_process(args.bmcs, args)
     load = os.getloadavg()[0]
     print("health sweep of %d ipmi_sim BMCs, 5 sensors each (medians; %d runs, ipmitool %d; load %.1f):"
           % (r["n"], args.runs, args.ipmitool_runs, load))
