@@ -13,6 +13,7 @@ Python API (the CLI, e2e tests and molecule use the same)::
 Every process the testbed starts has its state directory or its QEMU name (``pft-NAME-NODE``)
 on its command line; ``down`` finds them that way even when the state file is gone.
 """
+import fcntl
 import json
 import os
 import re
@@ -121,20 +122,32 @@ class Testbed:
         image = ImageBuilder(cache_dir=self.cache_dir, progress=self.progress).ensure()
         self._cleanup(quiet=True)                      # remains of a crashed run of the same name
         os.makedirs(os.path.join(self.state_dir, "nodes"), mode=0o700)
-        index = config.choose_index(self.name, self._taken_indices(), self._host_networks())
         kwargs = {}
         if memory:
             kwargs = {"head_memory_mb": memory[0], "compute_memory_mb": memory[1]}
-        plan = config.plan(self.name, index, compute, **kwargs)
-        self._state = {"plan": plan.to_dict(), "image": image, "pids": {}, "bmc": {},
-                       "bmc_password": os.urandom(9).hex(), "started": time.time()}
-        self._save()
+        # Testbeds started at the same time (maybe with other state roots) must not pick the same
+        # subnet: the choice and the veth that claims it happen under one host-wide lock.
+        os.makedirs("/run/netns", exist_ok=True)
+        lock = os.open("/run/netns", os.O_RDONLY)
         try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = config.choose_index(self.name, self._taken_indices(), self._host_networks())
+            plan = config.plan(self.name, index, compute, **kwargs)
+            self._state = {"plan": plan.to_dict(), "image": image, "pids": {}, "bmc": {},
+                           "bmc_password": os.urandom(9).hex(), "started": time.time()}
+            self._save()
             self.progress(f"testbed {self.name}: head + {compute} compute, subnet {plan.subnet}, "
                           f"netns {plan.netns}")
+            try:
+                self._network_up(plan)
+            except BaseException:
+                self.down(quiet=True)
+                raise
+        finally:
+            os.close(lock)
+        try:
             host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pft-testbed-{self.name}",
                       "-f", self.key_file])
-            self._network_up(plan)
             self._start_aptproxy(plan)
             self._bmcs_up(plan, image)
             self.wait_ssh([n.name for n in plan.nodes], boot_timeout)
