@@ -478,10 +478,12 @@ class SensorTrack:
 class NodeUnavailable(Exception):
     """The node's BMC could not be read at all (unreachable, auth, ...)."""
 
-    def __init__(self, reason, permanent=False):
+    def __init__(self, reason, permanent=False, pending=False):
         Exception.__init__(self, reason)
         self.reason = reason
         self.permanent = permanent
+        # first login still queued or running: no sample yet, not a failed one
+        self.pending = pending
 
 
 def classify_ipmi_error(exc):
@@ -962,12 +964,18 @@ class Sampler:
             else:
                 next(iter(waiting.values())).done.wait(min(remaining, 0.05))
         timeout = NodeUnavailable("BMC unreachable: no answer within %ss" % _fmt(self.deadline))
+        by_name = {r.name: r for r in readers}
         for name in list(waiting) + list(reading):
-            results[name] = timeout
+            reader = by_name[name]
+            if reader.can_async and not reader.connected:
+                results[name] = NodeUnavailable("BMC unreachable: login not completed within %ss"
+                                                % _fmt(self.deadline), pending=True)
+            else:
+                results[name] = timeout
         for reader in logins:
             results[reader.name] = NodeUnavailable(
-                "not sampled: login still queued after %ss (%d logins at once; raise parallelism)"
-                % (_fmt(self.deadline), self.parallelism))
+                "not sampled yet: login still queued after %ss (%d logins at once; raise parallelism)"
+                % (_fmt(self.deadline), self.parallelism), pending=True)
         reading.clear()  # answers that come later are dropped; the node stays busy until then
         return results
 
@@ -1162,6 +1170,9 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
                     st.node_error = res.reason
                     if res.permanent:
                         st.permanent_error = res.reason
+                    if res.pending and not st.tracks:
+                        st.reads -= 1
+                        continue  # first login still under way: no data yet, not a failed sample
                     for sensor in (st.rules or {}):
                         st.track(sensor).add(t, UNKNOWN, res.reason, keep_history=keep_history)
                     continue

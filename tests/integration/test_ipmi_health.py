@@ -199,9 +199,20 @@ RACE_SCRIPT = textwrap.dedent("""
     import ansible.module_utils
     ansible.module_utils.__path__.append({module_utils!r})
     from ansible.module_utils import pft_ipmi as H
+    from pyghmi.ipmi.private import session
     from pft_testbed.bmc import SimBmc
     if sys.argv[1] == "fixed":
         assert H.install_wakeup_fix()
+    # Widen the race window the same way in both runs: the waiting thread is
+    # late by 20 ms, as a descheduled thread on a busy host would be, so the
+    # BMC's reply is always in before the waiter. That is the losing order of
+    # the race; on an idle host it happens by itself for a share of requests.
+    inner = session._io_wait
+    def late_waiter(timeout, myaddr=None, evq=None):
+        if myaddr is not None:
+            time.sleep(0.02)
+        return inner(timeout, myaddr, evq)
+    session._io_wait = late_waiter
     bmc = SimBmc("race", sys.argv[2], sys.argv[3]).start()
     stalled = 0
     try:
@@ -211,14 +222,14 @@ RACE_SCRIPT = textwrap.dedent("""
         for _ in range(REQUESTS):
             t0 = time.monotonic()
             cmd.get_sensor_reading("CPU1 Temp")   # pyghmi's synchronous path
-            # a request that hit the race sleeps until pyghmi's 0.5-1 s
-            # retry timer; a normal one to a loopback BMC takes about 1 ms
+            # a request that lost its wake-up sleeps until pyghmi's 0.5-1 s
+            # retry timer; one that did not takes the 20 ms plus about 1 ms
             if time.monotonic() - t0 > 0.3:
                 stalled += 1
     finally:
         bmc.stop()
     print(json.dumps({{"requests": REQUESTS, "stalled": stalled}}))
-""").replace("REQUESTS", "100")
+""").replace("REQUESTS", "8")
 
 
 def _race_run(tmp_path, mode, address):
@@ -232,15 +243,15 @@ def _race_run(tmp_path, mode, address):
 
 
 def test_pyghmi_lost_wakeup_race_and_fix(tmp_path):
-    """Without the fix, a share of the requests to a fast BMC sleep until
-    pyghmi's retry timer; with it, none do. It also guards a pyghmi upgrade:
-    if the race is gone upstream, this test says so."""
+    """When the reply beats the waiter, unpatched pyghmi sleeps until its retry
+    timer; with pft's fix it returns at once. It also guards a pyghmi
+    upgrade: if the race is gone upstream, this test says so."""
     unfixed = _race_run(tmp_path, "unfixed", "127.81.2.1")
     fixed = _race_run(tmp_path, "fixed", "127.81.2.2")
     print("race: unfixed %(stalled)d/%(requests)d stalled," % unfixed,
           "fixed %(stalled)d/%(requests)d stalled" % fixed)
-    assert unfixed["stalled"] >= 5, "pyghmi no longer shows the lost-wakeup race: review install_wakeup_fix"
-    assert fixed["stalled"] <= 1
+    assert unfixed["stalled"] >= 4, "pyghmi no longer shows the lost-wakeup race: review install_wakeup_fix"
+    assert fixed["stalled"] == 0
 
 
 PLAYBOOK = """
