@@ -432,3 +432,19 @@ def test_recv_fix_receives_without_blocking():
     finally:
         a.close()
         b.close()
+
+
+def test_first_login_under_way_is_no_data_not_a_failed_sample():
+    pending = H.NodeUnavailable("not sampled yet: login still queued", pending=True)
+    res = run({"a": [pending, pending, {}]}, samples=3, hysteresis=2)
+    node = res["nodes"]["a"]
+    assert node["verdict"] == "ok" and node["samples"] == 1
+    res = run({"a": [pending]}, samples=2)
+    assert res["nodes"]["a"]["verdict"] == "unknown"
+    assert res["nodes"]["a"]["reason"] == "not sampled yet: login still queued"
+
+
+def test_relogin_after_data_counts_as_unknown():
+    pending = H.NodeUnavailable("BMC unreachable: login not completed within 1s", pending=True)
+    res = run({"a": [{}, pending, pending, pending]}, samples=4, hysteresis=3)
+    assert res["nodes"]["a"]["verdict"] == "unknown"
