@@ -1,0 +1,102 @@
+"""The scripts xen_host templates onto a node, run against stand-ins for xl and gmetric.
+
+The real paths are checked on the testbed (molecule/default/tests/test_default.py: the
+migration key on real dom0s; the pft metrics in real gmonds). Here: the forced command's
+accept/refuse rules, and the metrics script's parsing of `xl` output and its gmetric argv.
+"""
+import os
+import subprocess
+import sys
+
+import jinja2
+import pytest
+
+from conftest import REPO
+
+ROLE = os.path.join(REPO, "roles", "xen_host")
+
+
+def render(template, dest, **variables):
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")),
+                             keep_trailing_newline=True, trim_blocks=True)
+    env.filters["comment"] = lambda text: "# " + text
+    text = env.get_template(template).render(ansible_managed="Ansible managed (test)", **variables)
+    dest.write_text(text)
+    dest.chmod(0o755)
+    return str(dest)
+
+
+def fake(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def wrapper(tmp_path):
+    xl = fake(tmp_path, "xl", 'echo "XL $*"\n')
+    return render("pft-migrate-receive.j2", tmp_path / "pft-migrate-receive", xen_host_xl_path=xl)
+
+
+def run_wrapper(wrapper, command):
+    env = {"PATH": "/usr/bin:/bin"}
+    if command is not None:
+        env["SSH_ORIGINAL_COMMAND"] = command
+    return subprocess.run([wrapper], capture_output=True, text=True, env=env, timeout=30)
+
+
+@pytest.mark.parametrize("command,expected", [
+    ("xl migrate-receive", "XL migrate-receive"),
+    ("xl -vvv migrate-receive -e -d", "XL -vvv migrate-receive -e -d"),
+    ("xl -t migrate-receive -p", "XL -t migrate-receive -p"),
+])
+def test_wrapper_runs_xl_migrate_receive(wrapper, command, expected):
+    out = run_wrapper(wrapper, command)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("command", [
+    None, "", "id", "xl", "xl list", "xl destroy guest1", "xl migrate-receive; id", "xl migrate-receive && id",
+    "xl migrate-receive -e $(id)", "xl migrate-receive `id`", "xl migrate-receive -x", "sh -c 'xl migrate-receive'",
+    "/usr/sbin/xl migrate-receive", "xl -t -vvv migrate guest1 host", "xl migrate-receive | sh", "xl  * ",
+])
+def test_wrapper_refuses_everything_else(wrapper, command):
+    out = run_wrapper(wrapper, command)
+    assert out.returncode == 126
+    assert "XL" not in out.stdout
+    assert "may only run 'xl migrate-receive'" in out.stderr
+
+
+def test_metrics_script_publishes_guests_and_free_memory(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    os.symlink(os.path.join(REPO, "plugins", "module_utils", "pft_ganglia.py"), lib / "pft_ganglia.py")
+    log = tmp_path / "gmetric.log"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake(bindir, "gmetric", f'printf "%s|" "$@" >> {log}; echo >> {log}\n')
+    # Recorded from `xl list` / `xl info` on a testbed dom0 (format), values trimmed.
+    xl = fake(tmp_path, "xl", """case "$1" in
+list) printf 'Name                                        ID   Mem VCPUs\\tState\\tTime(s)\\n'
+      printf 'Domain-0                                     0   512     1     r-----      52.1\\n'
+      printf 'guest2                                       3   160     1     -b----       8.4\\n'
+      printf 'guest1                                       2   160     1     -b----       9.0\\n' ;;
+info) printf 'host                   : compute1\\nfree_memory            : 431\\nxen_major              : 4\\n' ;;
+esac
+""")
+    script = render("pft-xen-metrics.py.j2", tmp_path / "pft-xen-metrics", xen_host_metrics_lib_dir=str(lib),
+                    xen_host_metrics_gmond_conf="/etc/ganglia/gmond.conf", xen_host_metrics_tmax=60,
+                    xen_host_metrics_dmax=0)
+    text = open(script).read().replace('"/usr/sbin/xl"', repr(xl))
+    open(script, "w").write(text)
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60,
+                         env={"PATH": f"{bindir}:/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["pft_guest_count=2", "pft_guest_names=guest1,guest2", "pft_xen_free_memory_mb=431"]
+    calls = [line.split("|")[:-1] for line in log.read_text().splitlines()]
+    assert [c[c.index("-n") + 1] for c in calls] == ["pft_guest_count", "pft_guest_names", "pft_xen_free_memory_mb"]
+    for c in calls:
+        assert c[:3] == ["-c", "/etc/ganglia/gmond.conf", "-n"]
+        assert c[c.index("-x") + 1] == "60"
