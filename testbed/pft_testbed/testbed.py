@@ -127,8 +127,8 @@ class Testbed:
             kwargs = {"head_memory_mb": memory[0], "compute_memory_mb": memory[1]}
         # Testbeds started at the same time (maybe with other state roots) must not pick the same
         # subnet: the choice and the veth that claims it happen under one host-wide lock.
-        os.makedirs("/run/netns", exist_ok=True)
-        lock = os.open("/run/netns", os.O_RDONLY)
+        # (Not /run/netns: `ip netns add` flocks that directory itself.)
+        lock = os.open("/run/lock" if os.path.isdir("/run/lock") else "/run", os.O_RDONLY)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = config.choose_index(self.name, self._taken_indices(), self._host_networks())
