@@ -27,7 +27,25 @@ def all_hosts(host):
 
 
 def guests(host):
-    return host.ansible.get_variables()["pft_guests"]
+    """The guests as deployed (testinfra reads molecule's inventory, not pft's site variables):
+    from the domain configs on a Xen node, or from the guest root's hosts and MPI host list on the head."""
+    if "compute" in groups(host):
+        found = []
+        for path in sorted(host.file("/etc/xen/pft").listdir()):
+            text = host.file(f"/etc/xen/pft/{path}").content_string
+            found.append({"name": re.search(r'^name = "([^"]+)"', text, re.M).group(1),
+                          "host": re.search(r"Assigned node: (\S+)\.", text).group(1),
+                          "mac": re.search(r"mac=([0-9a-f:]+)", text).group(1),
+                          "ip": re.search(r" ip=([0-9.]+):", text).group(1)})
+        return found
+    names = [line.split()[0] for line in host.file(GUEST_ROOT + "/etc/pft/mpi-hosts").content_string.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    addresses = {}
+    for line in host.file(GUEST_ROOT + "/etc/hosts").content_string.splitlines():
+        words = line.split()
+        if len(words) == 2 and not line.lstrip().startswith("#"):
+            addresses[words[1]] = words[0]
+    return [{"name": n, "ip": addresses[n]} for n in names]
 
 
 def gmond_xml(host):
