@@ -5,14 +5,11 @@ Ansible finds them through ``module_utils = ./plugins/module_utils``. For
 tests to import them exactly as the modules do (``ansible.module_utils.pft_*``)
 the directory is added to the ``ansible.module_utils`` package path.
 """
-import os
 import sys
 
 import ansible.module_utils
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULE_UTILS = os.path.join(REPO, "plugins", "module_utils")
-MODULES = os.path.join(REPO, "plugins", "modules")
+from pft_paths import MODULE_UTILS, MODULES
 
 if MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(MODULE_UTILS)

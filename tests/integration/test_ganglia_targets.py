@@ -18,7 +18,7 @@ from ansible.module_utils.pft_ganglia import (
     Criteria, GangliaUnreachable, GangliaXMLError, parse_xml, pft_node_metrics, publish_metrics, rank_targets,
     read_ganglia)
 from ansible.module_utils.pft_reservation import ReservationStore
-from conftest import REPO
+from pft_paths import REPO
 from pft_testbed.gmond import Gmond, GmondNamespaceCluster, SimHost
 
 pytestmark = pytest.mark.integration

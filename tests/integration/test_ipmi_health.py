@@ -13,7 +13,7 @@ import time
 import pytest
 
 from ansible.module_utils import pft_ipmi as H
-from conftest import REPO
+from pft_paths import REPO
 from pft_testbed.bmc import BmcFarm, SimBmc
 
 pytestmark = pytest.mark.integration

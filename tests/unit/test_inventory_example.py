@@ -6,7 +6,7 @@ import sys
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-from conftest import REPO
+from pft_paths import REPO
 
 EXAMPLE = os.path.join(REPO, "inventory", "example")
 # Documented in the README ("Credentials"); for the example file only.

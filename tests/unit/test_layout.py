@@ -1,7 +1,7 @@
 """The repository layout contract of DEVELOPERS.md."""
 import os
 
-from conftest import REPO  # noqa: E402
+from pft_paths import REPO
 
 MODULES_DIR = os.path.join(REPO, "plugins", "modules")
 LIBRARY_DIR = os.path.join(REPO, "library")

@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from pft_paths import REPO
 
 EXAMPLE = os.path.join(REPO, "inventory", "example")
 BIN = os.path.dirname(sys.executable)

@@ -11,7 +11,7 @@ import sys
 import jinja2
 import pytest
 
-from conftest import REPO
+from pft_paths import REPO
 
 ROLE = os.path.join(REPO, "roles", "xen_host")
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from ansible.module_utils import basic
 
-from conftest import MODULES
+from pft_paths import MODULES
 
 MODULE_NAMES = sorted(f[:-3] for f in os.listdir(MODULES) if f.endswith(".py") and not f.startswith("_"))
 
