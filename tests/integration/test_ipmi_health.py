@@ -327,3 +327,37 @@ def test_health_playbook_on_an_inventory(bmcs, tmp_path):
     assert "%s: ok" % bmcs[0].name in out.stdout
     for b in bmcs:
         assert b.password not in out.stdout + out.stderr
+
+
+ENV_PLAYBOOK = """
+- name: Credentials from the environment
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Sample one BMC, user and password from PFT_BMC_USERNAME / PFT_BMC_PASSWORD
+      ipmi_health_info:
+        targets:
+          - name: "{{ bmc_name }}"
+            address: "{{ bmc_address }}"
+        policy:
+          - name: "CPU* Temp"
+            upper_critical: 85
+      register: health
+    - name: Check the verdict
+      ansible.builtin.assert:
+        that: health.nodes[bmc_name].verdict == 'ok'
+"""
+
+
+def test_credentials_from_the_environment(bmcs, tmp_path):
+    b = bmcs[0]
+    (tmp_path / "play.yml").write_text(ENV_PLAYBOOK)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+               PFT_BMC_USERNAME=b.username, PFT_BMC_PASSWORD=b.password)
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
+            str(tmp_path / "play.yml"), "-e", "bmc_name=%s bmc_address=%s" % (b.name, b.address),
+            "-e", "ansible_python_interpreter=%s" % sys.executable, "-vvv"]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert b.password not in out.stdout + out.stderr   # not even at -vvv
+    assert b.password not in " ".join(argv)
