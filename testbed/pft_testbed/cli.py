@@ -43,7 +43,8 @@ def build_parser():
     up.add_argument("--compute", type=_compute, default=3, help="compute nodes, the last one a spare (default 3)")
     up.add_argument("--timeout", type=int, default=None, help="seconds to wait for every node's ssh")
     up.add_argument("--inventory", default=DEFAULT_INVENTORY, help="where to write the inventory")
-    sub.add_parser("down", help="stop everything; leaves no process, namespace, tap, mount or file")
+    dn = sub.add_parser("down", help="stop everything; leaves no process, namespace, tap, mount or file")
+    dn.add_argument("--inventory", default=DEFAULT_INVENTORY, help="inventory to remove if `up` wrote it")
     st = sub.add_parser("status", help="state of each node")
     st.add_argument("--json", action="store_true")
     s = sub.add_parser("ssh", help="shell (or command) on a node")
@@ -89,6 +90,9 @@ def run(args):
         print(f"inventory: {path}")
     elif cmd == "down":
         tb.down()
+        from pft_testbed.inventory import remove_inventory
+        if remove_inventory(args.inventory, args.name):
+            print(f"inventory {args.inventory}: removed")
     elif cmd == "status":
         if not tb.exists():
             print(f"testbed {args.name}: down")

@@ -80,6 +80,27 @@ def write_inventory(directory, plan, key_file, bmc_username, bmc_password):
     return hosts
 
 
+def remove_inventory(directory, name):
+    """Remove an inventory written for testbed `name` (after `down`); others are left alone."""
+    hosts = os.path.join(directory, "hosts.yml")
+    try:
+        with open(hosts) as f:
+            if f"for testbed {name!r};" not in f.read(512):
+                return False
+    except OSError:
+        return False
+    gv = os.path.join(directory, "group_vars", "all")
+    for path in (hosts, os.path.join(gv, "testbed.yml"), os.path.join(gv, "bmc_secrets.yml")):
+        if os.path.exists(path):
+            os.unlink(path)
+    for d in (gv, os.path.dirname(gv), directory):
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
+    return True
+
+
 def _write(path, text, mode):
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

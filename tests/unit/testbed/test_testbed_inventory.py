@@ -65,3 +65,12 @@ def test_ansible_reads_it(tmp_path):
     data = json.loads(out.stdout)
     assert sorted(data["spares"]["hosts"]) == ["compute3"]
     assert data["_meta"]["hostvars"]["compute3"]["bmc_password"] == "s3cret"
+
+
+def test_down_removes_only_its_own_inventory(tmp_path):
+    _, hosts = _write(tmp_path / "inv")
+    assert not inventory.remove_inventory(str(tmp_path / "inv"), "other")
+    assert os.path.exists(hosts)
+    assert inventory.remove_inventory(str(tmp_path / "inv"), "pft")
+    assert not (tmp_path / "inv").exists()
+    assert not inventory.remove_inventory(str(tmp_path / "inv"), "pft")
