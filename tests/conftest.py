@@ -5,9 +5,12 @@ Ansible finds them through ``module_utils = ./plugins/module_utils``. For
 tests to import them exactly as the modules do (``ansible.module_utils.pft_*``)
 the directory is added to the ``ansible.module_utils`` package path.
 """
+import socket
 import sys
+import threading
 
 import ansible.module_utils
+import pytest
 
 from pft_paths import MODULE_UTILS, MODULES
 
@@ -15,3 +18,36 @@ if MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(MODULE_UTILS)
 if MODULES not in sys.path:
     sys.path.insert(0, MODULES)
+
+
+@pytest.fixture
+def xml_replay_server():
+    """A loopback TCP server that answers every connection with ``state['data']``.
+
+    Tests set ``state['data']`` (for example XML recorded from a real gmond,
+    then cut or mangled) and connect to ``state['endpoint']`` ("addr:port").
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.settimeout(0.05)
+    state = {"data": b"", "endpoint": "127.0.0.1:%d" % sock.getsockname()[1]}
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            with conn:
+                conn.sendall(state["data"])
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield state
+    stop.set()
+    thread.join(5)
+    sock.close()

@@ -7,9 +7,7 @@ bridge exchanging multicast, each publishing its own metrics.
 import json
 import multiprocessing
 import os
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -153,50 +151,22 @@ def test_endpoint_fallback_from_stopped_to_live_gmond(tmp_path, gmond):
     dead.close()
 
 
-@pytest.fixture
-def replay_server():
-    """Loopback server replaying bytes (from a real gmond) once per connection."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4)
-    sock.settimeout(0.05)
-    state = {"data": b"", "endpoint": "127.0.0.1:%d" % sock.getsockname()[1]}
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.sendall(state["data"])
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield state
-    stop.set()
-    thread.join(5)
-    sock.close()
-
-
 @pytest.mark.parametrize("mangle,needle", [
     (lambda x: x[: len(x) * 2 // 3], "truncated"),
     (lambda x: x.replace(b"</HOST>", b"</HOTS>", 1), "malformed"),
     (lambda x: x.replace(b"<GANGLIA_XML", b"<NOT_GANGLIA", 1).replace(b"</GANGLIA_XML>", b"</NOT_GANGLIA>"),
      "not GANGLIA_XML"),
 ])
-def test_truncated_or_malformed_xml_from_real_gmond(gmond, replay_server, mangle, needle):
+def test_truncated_or_malformed_xml_from_real_gmond(gmond, xml_replay_server, mangle, needle):
     hosts = [SimHost("n%d" % i, "10.77.4.%d" % i) for i in range(1, 6)]
     gmond.publish(hosts)
     real = wait_published(gmond, hosts, metric="load_one") or gmond.read_xml()
     real = gmond.read_xml()
     assert parse_xml(real).hosts  # the real XML itself is fine
-    replay_server["data"] = mangle(real)
+    xml_replay_server["data"] = mangle(real)
     with pytest.raises(GangliaXMLError) as err:
-        read_ganglia([replay_server["endpoint"]], timeout=2)
-    assert needle in str(err.value) and replay_server["endpoint"] in str(err.value)
+        read_ganglia([xml_replay_server["endpoint"]], timeout=2)
+    assert needle in str(err.value) and xml_replay_server["endpoint"] in str(err.value)
 
 
 # -- publishing with gmetric -----------------------------------------------------------------------------------------

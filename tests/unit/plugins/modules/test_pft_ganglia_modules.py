@@ -6,7 +6,6 @@ runs the same modules against real gmond and through ansible-playbook.
 import json
 import os
 import socket
-import threading
 
 import pytest
 
@@ -35,33 +34,10 @@ XML = b"""<?xml version="1.0" encoding="ISO-8859-1" standalone="yes"?>
 
 
 @pytest.fixture
-def xml_server():
-    """Loopback server answering every connection with ``payload['data']``."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    sock.settimeout(0.05)
-    payload = {"data": XML}
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            conn.settimeout(5)
-            with conn:
-                conn.sendall(payload["data"])
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    payload["endpoint"] = "127.0.0.1:%d" % sock.getsockname()[1]
-    yield payload
-    stop.set()
-    sock.close()
-    thread.join(5)
+def xml_server(xml_replay_server):
+    """Loopback server answering every connection with the XML above."""
+    xml_replay_server["data"] = XML
+    return xml_replay_server
 
 
 def run_module(module, args, capsys, check_mode=False):
