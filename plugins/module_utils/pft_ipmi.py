@@ -509,21 +509,20 @@ def _reading_dict(reading):
 
 
 # IPMI completion codes (IPMI v2.0 spec, table 5-2 and section 33.12)
-CC_SENSOR_NOT_PRESENT = 0xCB
 CC_RESERVATION_CANCELLED = 0xC5
 CC_CANNOT_RETURN_BYTES = 0xCA
 SDR_LAST_RECORD = 0xFFFF
 SDR_CHUNK = 16
 
 
-def _sdr_entries(records, cmd_mfg=0, cmd_prod=0):
+def _sdr_entries(records, mfg_id=0, prod_id=0):
     """{sensor name: pyghmi SDREntry} of the readable sensor records."""
     from pyghmi.ipmi import sdr as sdr_mod
     from pyghmi.ipmi.private import constants as event_const
     entries = {}
     for raw in records:
         try:
-            entry = sdr_mod.SDREntry(bytearray(raw), event_const, False, cmd_mfg, cmd_prod)
+            entry = sdr_mod.SDREntry(bytearray(raw), event_const, False, mfg_id, prod_id)
         except Exception:  # an odd record must not cost the node its other sensors
             continue
         if entry.sdrtype == sdr_mod.TYPE_SENSOR and entry.readable:
