@@ -107,18 +107,14 @@ options:
     description: Deadline in seconds for all gmetric calls together.
     type: float
     default: 10.0
+extends_documentation_fragment:
+  - pft.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Validates the metrics and returns the gmetric command lines without running them.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
 requirements:
   - gmetric (Debian package ganglia-monitor) on the node
 seealso:

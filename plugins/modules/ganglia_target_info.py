@@ -110,18 +110,14 @@ options:
     description: Fail, with RV(reason), when no candidate is acceptable, instead of returning RV(target) null.
     type: bool
     default: false
+extends_documentation_fragment:
+  - pft.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Read-only; check mode runs exactly as a normal run.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
 requirements:
   - defusedxml (on the host that runs the module, usually the controller)
 notes:

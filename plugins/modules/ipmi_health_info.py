@@ -159,14 +159,14 @@ options:
     description: Return every sample of every sensor (time, value, state), for plots and audits.
     type: bool
     default: false
+extends_documentation_fragment:
+  - pft.attributes
 attributes:
   check_mode:
     support: full
     details: The module only reads sensors; check mode runs it normally.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 notes:
   - Run it on the controller (C(delegate_to=localhost)) for out-of-band checks, with the
     Python that has pyghmi, or on the node itself with O(targets[].interface=local).

@@ -60,18 +60,14 @@ options:
     description: With O(state=present), fail when no host could be reserved.
     type: bool
     default: false
+extends_documentation_fragment:
+  - pft.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Predicts the host that would be reserved, released or reclaimed; writes nothing and takes no lock.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
 notes:
   - Run it on the controller (C(delegate_to) V(localhost), C(run_once)).
 seealso:

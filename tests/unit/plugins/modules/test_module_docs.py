@@ -2,13 +2,16 @@
 and RETURN parse: the parts of ansible-test's validate-modules that pft,
 which is not a collection, can check itself."""
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import yaml
 from ansible.module_utils import basic
 
-from pft_paths import MODULES
+from pft_paths import MODULES, REPO
 
 MODULE_NAMES = sorted(f[:-3] for f in os.listdir(MODULES) if f.endswith(".py") and not f.startswith("_"))
 
@@ -59,6 +62,7 @@ def test_documentation_matches_argument_spec(name, monkeypatch):
     assert doc["module"] == name
     assert doc.get("short_description") and doc.get("description") and doc.get("author")
     assert "check_mode" in doc.get("attributes", {}), "attributes block needs check_mode"
+    assert "pft.attributes" in doc.get("extends_documentation_fragment", []), "use the shared pft.attributes fragment"
     assert kwargs.get("supports_check_mode") is True, "every pft module supports check mode"
     _compare(doc.get("options") or {}, spec, name)
     assert yaml.safe_load(mod.EXAMPLES), "EXAMPLES must parse and not be empty"
@@ -66,3 +70,17 @@ def test_documentation_matches_argument_spec(name, monkeypatch):
     assert isinstance(ret, dict) and ret, "RETURN must document the result"
     for key, value in ret.items():
         assert value.get("description") and value.get("returned") and value.get("type"), "RETURN." + key
+
+
+def test_ansible_doc_merges_the_shared_attributes():
+    """What ansible-doc shows: the module's support/details over the fragment's text."""
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "-t", "module", "--json"]
+                         + MODULE_NAMES, capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg")))
+    assert out.returncode == 0, out.stderr
+    docs = json.loads(out.stdout)
+    for name in MODULE_NAMES:
+        attrs = docs[name]["doc"]["attributes"]
+        for key in ("check_mode", "diff_mode", "platform"):
+            assert attrs[key]["description"] and attrs[key]["support"], (name, key)
+        assert attrs["platform"]["platforms"] == "posix"

@@ -1,0 +1,26 @@
+# -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Documentation shared by pft's modules (``extends_documentation_fragment: [pft.attributes]``).
+
+A module's own ``attributes`` entries (support, details) are merged over these.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+
+    ATTRIBUTES = r"""
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode).
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+"""
