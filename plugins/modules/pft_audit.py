@@ -1,0 +1,190 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pft_audit
+short_description: Journal pft evacuations, write their audit records, and reconcile interrupted ones
+description:
+  - O(state=started) writes a journal entry for an evacuation about to begin
+    (O(state_dir)C(/journal/<id>.json)) and returns its RV(id). Give O(record) the node, guest, target
+    and reservation owner.
+  - O(state=completed) merges O(record) into the entry, appends the whole record as one JSON line to
+    the audit log (O(audit_file)) with its O(outcome) and duration, and removes the entry.
+  - O(state=event) appends O(record) to the audit log at once (pre-stages, alerts, returns to service).
+  - O(state=pending) lists journal entries that no run completed.
+  - O(state=reconciled) completes the entries a killed controller left behind; O(placements) says which
+    guests every compute node runs. An entry whose guest runs exactly once is completed with outcome
+    C(reconciled) and where it runs (C(target), C(source), C(elsewhere)); its reservation owner is
+    returned in RV(reconciled) for release. A guest found on no node, on two, or not found while some node
+    could not be asked stays pending and is returned in RV(alerts), for a human.
+version_added: "0.1.0"
+author:
+  - pft contributors
+options:
+  state:
+    description: What to do.
+    type: str
+    choices: [started, completed, event, pending, reconciled]
+    default: event
+  id:
+    description:
+      - Record id. Returned by O(state=started) and required by O(state=completed).
+      - For O(state=started), an id already journaled returns that entry unchanged.
+    type: str
+  record:
+    description: Fields of the record (node, guest, target, owner, sensors, ranking, migration stats...).
+    type: dict
+    default: {}
+  outcome:
+    description: How it ended (for example V(migrated), V(failed), V(prestaged)); required by O(state=completed).
+    type: str
+  placements:
+    description:
+      - For O(state=reconciled), every compute node mapped to the list of domain names it runs, or null
+        when the node could not be asked.
+    type: dict
+  audit_file:
+    description: The audit log. Defaults to O(state_dir)C(/audit.jsonl).
+    type: path
+  state_dir:
+    description: The watch's state directory on the controller.
+    type: path
+    default: /var/lib/pft
+  lock_timeout:
+    description: Deadline in seconds to lock the state directory.
+    type: float
+    default: 30
+extends_documentation_fragment:
+  - pft.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Returns the record that would be written; writes nothing.
+  diff_mode:
+    support: none
+notes:
+  - Run it on the controller.
+seealso:
+  - module: pft_quarantine
+  - module: pft_watch_decide
+"""
+
+EXAMPLES = r"""
+- name: Journal the evacuation
+  pft_audit:
+    state: started
+    record:
+      node: compute1
+      guest: guest1
+      target: "{{ pft_spare.host }}"
+      owner: "pft-compute1"
+  delegate_to: localhost
+  register: pft_record
+
+- name: Complete its audit record
+  pft_audit:
+    state: completed
+    id: "{{ pft_record.id }}"
+    outcome: migrated
+    record:
+      migration: "{{ pft_migration.stats }}"
+  delegate_to: localhost
+
+- name: Finish what a killed run left behind
+  pft_audit:
+    state: reconciled
+    placements: {compute1: [], compute2: [guest1], compute3: null}
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+id:
+  description: The record id.
+  returned: when state is started, completed or event
+  type: str
+  sample: 20261123T130140Z-compute1-a1b2c3
+record:
+  description: The record as journaled or written.
+  returned: when state is started, completed or event
+  type: dict
+  sample: {id: 20261123T130140Z-compute1-a1b2c3, node: compute1, guest: guest1, target: compute3, outcome: migrated}
+audit_file:
+  description: The audit log written to.
+  returned: when a line was written
+  type: str
+  sample: /var/lib/pft/audit.jsonl
+pending:
+  description: Journal entries not completed.
+  returned: when state is pending
+  type: list
+  elements: dict
+  sample: [{id: 20261123T130140Z-compute1-a1b2c3, guest: guest1, node: compute1, status: in-progress}]
+reconciled:
+  description: Per pending entry, where its guest was found and what was done.
+  returned: when state is reconciled
+  type: list
+  elements: dict
+  sample: [{id: 20261123T130140Z-compute1-a1b2c3, guest: guest1, state: once, location: target, owner: pft-compute1}]
+alerts:
+  description: Entries left pending because their guest was not found exactly once.
+  returned: when state is reconciled
+  type: list
+  elements: dict
+  sample: []
+msg:
+  description: What happened, in words.
+  returned: always
+  type: str
+  sample: audit record 20261123T130140Z-compute1-a1b2c3 written (migrated)
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_watch import WatchError, audit, reconcile  # noqa: E402
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["started", "completed", "event", "pending", "reconciled"],
+                       default="event"),
+            id=dict(type="str"),
+            record=dict(type="dict", default={}),
+            outcome=dict(type="str"),
+            placements=dict(type="dict"),
+            audit_file=dict(type="path"),
+            state_dir=dict(type="path", default="/var/lib/pft"),
+            lock_timeout=dict(type="float", default=30),
+        ),
+        required_if=[("state", "completed", ("id", "outcome")), ("state", "reconciled", ("placements",))],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        if p["state"] == "reconciled":
+            out = reconcile(p["state_dir"], p["placements"], audit_file=p["audit_file"], dry_run=module.check_mode,
+                            lock_timeout=p["lock_timeout"])
+            out["msg"] = "%d interrupted evacuation(s) completed, %d need a human" % (
+                len([i for i in out["reconciled"] if not i["alert"]]), len(out["alerts"]))
+        else:
+            out = audit(p["state_dir"], p["state"], record=p["record"], record_id=p["id"], outcome=p["outcome"],
+                        audit_file=p["audit_file"], dry_run=module.check_mode, lock_timeout=p["lock_timeout"])
+            if p["state"] == "pending":
+                out["msg"] = "%d pending evacuation(s)" % len(out["pending"])
+            elif "msg" not in out:
+                out["msg"] = "%s %s (%s)" % ({"started": "journaled", "completed": "audit record written",
+                                              "event": "audit record written"}[p["state"]], out["id"],
+                                             p["outcome"] or p["state"])
+    except WatchError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: pft_watch_decide
+short_description: Decide what the pft watch does about each node's health verdict
+description:
+  - Step 2 of the watch pipeline. Takes the result of M(ipmi_health_info) and returns a plan;
+    which nodes to evacuate, which to pre-stage a target for, which pre-staged targets to release,
+    and which alerts to send.
+  - A confirmed verdict at O(evacuate_on) or worse means evacuate; at O(prestage_on) (below
+    O(evacuate_on)) it means pre-stage a target, unless one is already reserved for the node
+    (O(prestaged)). V(unknown) never evacuates and never pre-stages; it only alerts.
+    A node back to V(ok) releases its pre-staged target.
+  - Quarantined nodes (already evacuated, see M(pft_quarantine)) are never acted on again until they
+    are returned to service.
+  - Keeps, in O(state_dir)C(/watch-state.json), each node's verdict history over recent runs (it goes
+    into the audit record) and the last alert sent per node. An alert is planned when a node's verdict
+    changes, and repeated every O(realert_after) seconds while it stays bad, never every minute.
+  - Nodes to evacuate come worst first, then by name; the playbook migrates at most M at once.
+version_added: "0.1.0"
+author:
+  - pft contributors
+options:
+  health:
+    description: The registered result of M(ipmi_health_info) (a dict with C(nodes)).
+    type: dict
+    required: true
+  quarantined:
+    description:
+      - Nodes never to act on. Defaults to the nodes in O(state_dir)C(/quarantine.json).
+    type: list
+    elements: str
+  prestaged:
+    description: Nodes that already have a pre-staged target, mapped to that target.
+    type: dict
+    default: {}
+  prestage_on:
+    description: The verdict that pre-stages a target.
+    type: str
+    choices: [warning, critical]
+    default: warning
+  evacuate_on:
+    description: The verdict that evacuates a node.
+    type: str
+    choices: [warning, critical]
+    default: critical
+  realert_after:
+    description: Seconds after which an unchanged bad verdict is alerted again.
+    type: float
+    default: 3600
+  history_len:
+    description: Verdicts kept per node.
+    type: int
+    default: 20
+  state_dir:
+    description: The watch's state directory on the controller.
+    type: path
+    default: /var/lib/pft
+  lock_timeout:
+    description: Deadline in seconds to lock the state directory.
+    type: float
+    default: 30
+extends_documentation_fragment:
+  - pft.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Returns the same plan; does not record the verdict history or the alerts.
+  diff_mode:
+    support: none
+notes:
+  - Run it on the controller (C(delegate_to) V(localhost) or a play on localhost).
+seealso:
+  - module: ipmi_health_info
+  - module: pft_quarantine
+  - module: pft_audit
+"""
+
+EXAMPLES = r"""
+- name: Sample the BMCs for most of a minute
+  ipmi_health_info:
+    targets: "{{ pft_bmc_targets }}"
+    policy: "{{ pft_health_policy }}"
+    window: 55
+    stop_on: warning
+    hysteresis: 2
+  register: pft_health
+
+- name: Decide
+  pft_watch_decide:
+    health: "{{ pft_health }}"
+    prestaged: "{{ pft_prestaged | default({}) }}"
+  register: pft_plan
+
+- name: Nodes to evacuate, worst first
+  ansible.builtin.debug:
+    msg: "{{ pft_plan.summary.evacuate }}"
+"""
+
+RETURN = r"""
+evacuate:
+  description: Nodes to evacuate now, worst first, each with the evidence.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{node: compute1, verdict: critical, reason: "CPU1 Temp: 92 >= upper_critical 85",
+            fired: {sensor: CPU1 Temp, value: 92.0}, sensors: {CPU1 Temp: {verdict: critical, value: 92.0}},
+            history: [{at: "2026-11-23T13:00:02Z", verdict: ok}, {at: "2026-11-23T13:01:04Z", verdict: critical}]}]
+prestage:
+  description: Nodes to pre-stage a target for (same fields as RV(evacuate)).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+release:
+  description: Nodes back to ok whose pre-staged target can be released.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{node: compute2, target: compute3}]
+alerts:
+  description: Alerts to send (for M(pft_alert)), with severity, subject and details.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{node: compute2, verdict: unknown, severity: warning, subject: "pft: compute2 is unknown: BMC unreachable"}]
+nodes:
+  description: Per node, its verdict, the action taken and why.
+  returned: always
+  type: dict
+  sample: {compute1: {verdict: critical, action: evacuate, why: verdict critical}}
+summary:
+  description: Node names per action.
+  returned: always
+  type: dict
+  sample: {evacuate: [compute1], prestage: [], release: [], alert: [compute1]}
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_watch import WatchError, run_decide  # noqa: E402
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            health=dict(type="dict", required=True),
+            quarantined=dict(type="list", elements="str"),
+            prestaged=dict(type="dict", default={}),
+            prestage_on=dict(type="str", choices=["warning", "critical"], default="warning"),
+            evacuate_on=dict(type="str", choices=["warning", "critical"], default="critical"),
+            realert_after=dict(type="float", default=3600),
+            history_len=dict(type="int", default=20),
+            state_dir=dict(type="path", default="/var/lib/pft"),
+            lock_timeout=dict(type="float", default=30),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        plan = run_decide(p["state_dir"], p["health"], quarantined=p["quarantined"], prestaged=p["prestaged"],
+                          dry_run=module.check_mode, lock_timeout=p["lock_timeout"],
+                          prestage_on=p["prestage_on"], evacuate_on=p["evacuate_on"],
+                          realert_after=p["realert_after"], history_len=p["history_len"])
+    except WatchError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, **plan)
+
+
+if __name__ == "__main__":
+    main()

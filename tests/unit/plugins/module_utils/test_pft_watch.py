@@ -1,0 +1,214 @@
+"""Unit tests of pft_watch: the watch's decisions, quarantine, journal and audit (real files, flock)."""
+import json
+import multiprocessing
+import os
+
+import pytest
+
+from ansible.module_utils.pft_watch import (
+    StateDir, WatchError, audit, decide, locate_guest, quarantine, reconcile, run_decide,
+)
+
+
+class Clock:
+    def __init__(self, now=1_800_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def health(**verdicts):
+    nodes = {}
+    for name, v in verdicts.items():
+        sensors = {"CPU1 Temp": {"verdict": v if v != "unknown" else "unknown", "value": 92.0 if v == "critical" else 50.0,
+                                 "reason": "x", "pending": None}}
+        nodes[name] = {"verdict": v, "reason": "CPU1 Temp: %s" % v, "fired": None if v == "ok" else
+                       {"sensor": "CPU1 Temp", "value": 92.0}, "sensors": sensors}
+    return {"nodes": nodes}
+
+
+def test_critical_evacuates_warning_prestages_unknown_only_alerts():
+    plan, _ = decide(health(c1="critical", c2="warning", c3="unknown", c4="ok"), now=1000.0)
+    assert plan["summary"]["evacuate"] == ["c1"]
+    assert plan["summary"]["prestage"] == ["c2"]
+    assert plan["nodes"]["c3"]["action"] == "alert"
+    assert "c3" not in plan["summary"]["evacuate"] + plan["summary"]["prestage"]
+    assert plan["nodes"]["c4"]["action"] == "none"
+    assert sorted(plan["summary"]["alert"]) == ["c1", "c2", "c3"]
+    ev = plan["evacuate"][0]
+    assert ev["sensors"]["CPU1 Temp"]["value"] == 92.0 and ev["fired"]["sensor"] == "CPU1 Temp"
+    assert ev["history"][-1]["verdict"] == "critical"
+
+
+def test_unknown_never_evacuates_whatever_the_policy():
+    plan, _ = decide(health(c1="unknown"), prestage_on="warning", evacuate_on="warning", now=1.0)
+    assert plan["evacuate"] == [] and plan["prestage"] == []
+
+
+def test_quarantined_nodes_are_left_alone():
+    plan, _ = decide(health(c1="critical"), quarantined=["c1"], now=1.0)
+    assert plan["evacuate"] == [] and plan["nodes"]["c1"]["action"] == "none"
+    assert "quarantined" in plan["nodes"]["c1"]["why"]
+
+
+def test_prestaged_node_is_not_prestaged_twice_and_its_target_is_used_when_critical():
+    plan, _ = decide(health(c1="warning"), prestaged={"c1": "c3"}, now=1.0)
+    assert plan["prestage"] == [] and "already pre-staged on c3" in plan["nodes"]["c1"]["why"]
+    plan, _ = decide(health(c1="critical"), prestaged={"c1": "c3"}, now=2.0)
+    assert plan["evacuate"][0]["prestaged_target"] == "c3"
+
+
+def test_back_to_ok_releases_prestaged_target():
+    plan, _ = decide(health(c1="ok"), prestaged={"c1": "c3"}, now=1.0)
+    assert plan["release"] == [{"node": "c1", "target": "c3"}]
+
+
+def test_alert_on_change_and_realert_after_not_every_run():
+    plan, st = decide(health(c1="unknown"), now=1000.0, realert_after=3600)
+    assert plan["summary"]["alert"] == ["c1"]
+    plan, st = decide(health(c1="unknown"), state=st, now=1060.0, realert_after=3600)
+    assert plan["alerts"] == []
+    plan, st = decide(health(c1="unknown"), state=st, now=1000.0 + 3600, realert_after=3600)
+    assert plan["summary"]["alert"] == ["c1"]
+    plan, st = decide(health(c1="ok"), state=st, now=5000.0)
+    assert plan["alerts"][0]["severity"] == "info" and "healthy again" in plan["alerts"][0]["subject"]
+    plan, st = decide(health(c1="ok"), state=st, now=5060.0)
+    assert plan["alerts"] == []
+
+
+def test_worst_first_and_history_is_bounded():
+    st = None
+    for i in range(30):
+        plan, st = decide(health(b="critical", a="critical"), state=st, now=float(i), history_len=5)
+    assert [e["node"] for e in plan["evacuate"]] == ["a", "b"]
+    assert len(st["nodes"]["a"]["history"]) == 5
+
+
+def test_bad_input_names_the_fault():
+    with pytest.raises(WatchError, match="ipmi_health_info"):
+        decide({"nope": 1})
+    with pytest.raises(WatchError, match="node c1: unknown verdict"):
+        decide({"nodes": {"c1": {"verdict": "hot"}}})
+    with pytest.raises(WatchError, match="prestage_on"):
+        decide(health(c1="ok"), prestage_on="critical", evacuate_on="warning")
+
+
+def test_run_decide_persists_history_but_not_in_check_mode(tmp_path):
+    d = str(tmp_path / "state")
+    run_decide(d, health(c1="warning"), dry_run=True, clock=Clock())
+    assert not os.path.exists(d)
+    run_decide(d, health(c1="warning"), clock=Clock())
+    data = json.load(open(os.path.join(d, "watch-state.json")))
+    assert data["nodes"]["c1"]["history"][0]["verdict"] == "warning"
+    # quarantined nodes default to the quarantine file
+    quarantine(d, "present", node="c1", clock=Clock())
+    plan = run_decide(d, health(c1="critical"), clock=Clock())
+    assert plan["evacuate"] == []
+
+
+def test_quarantine_and_anti_flap(tmp_path):
+    d = str(tmp_path)
+    clock = Clock()
+    out = quarantine(d, "present", node="c1", reason="hot", record="r1", clock=clock)
+    assert out["changed"] and "c1" in out["quarantined"]
+    out = quarantine(d, "absent", node="c1", flap_limit=2, clock=clock)
+    assert out["changed"] and out["quarantined"] == {}
+    quarantine(d, "present", node="c1", record="r2", clock=clock)
+    out = quarantine(d, "absent", node="c1", flap_limit=2, clock=clock)
+    assert out["held"] and not out["changed"] and "anti-flap" in out["msg"] and "c1" in out["quarantined"]
+    clock.now += 2 * 86400            # the evacuations age out of the window
+    out = quarantine(d, "absent", node="c1", flap_limit=2, clock=clock)
+    assert out["changed"] and not out["held"]
+
+
+def test_quarantine_force_and_check_mode(tmp_path):
+    d = str(tmp_path)
+    for r in ("r1", "r2", "r3"):
+        quarantine(d, "present", node="c1", record=r)
+    out = quarantine(d, "absent", node="c1", dry_run=True, force=True)
+    assert out["changed"]
+    assert "c1" in quarantine(d, "query")["quarantined"]        # nothing written
+    assert quarantine(d, "absent", node="c1", force=True)["changed"]
+    with pytest.raises(WatchError, match="node name"):
+        quarantine(d, "present", node="../etc")
+
+
+def test_journal_then_audit_record(tmp_path):
+    d = str(tmp_path)
+    clock = Clock()
+    started = audit(d, "started", record={"node": "c1", "guest": "g1", "target": "c3"}, clock=clock)
+    rid = started["id"]
+    assert os.path.exists(os.path.join(d, "journal", rid + ".json"))
+    assert audit(d, "pending")["pending"][0]["guest"] == "g1"
+    again = audit(d, "started", record={"node": "c1"}, record_id=rid, clock=clock)
+    assert again["changed"] is False
+    clock.now += 42.5
+    done = audit(d, "completed", record_id=rid, outcome="migrated", record={"migration": {"total_s": 40}},
+                 clock=clock)
+    assert done["record"]["duration_s"] == 42.5
+    lines = open(os.path.join(d, "audit.jsonl")).read().splitlines()
+    rec = json.loads(lines[0])
+    assert rec["node"] == "c1" and rec["target"] == "c3" and rec["outcome"] == "migrated"
+    assert rec["migration"]["total_s"] == 40 and rec["status"] == "completed"
+    assert audit(d, "pending")["pending"] == []
+    assert audit(d, "completed", record_id=rid, outcome="migrated")["changed"] is False
+
+
+def test_audit_check_mode_writes_nothing(tmp_path):
+    d = str(tmp_path / "s")
+    out = audit(d, "started", record={"node": "c1", "guest": "g"}, dry_run=True)
+    assert out["changed"] and not os.path.exists(d)
+    out = audit(d, "event", record={"node": "c1"}, dry_run=True)
+    assert not os.path.exists(d)
+
+
+def test_audit_lines_are_whole_under_concurrency(tmp_path):
+    d = str(tmp_path)
+
+    def writer(n):
+        for i in range(50):
+            audit(d, "event", record={"writer": n, "i": i, "pad": "x" * 3000})
+    procs = [multiprocessing.Process(target=writer, args=(n,)) for n in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    lines = open(os.path.join(d, "audit.jsonl")).read().splitlines()
+    assert len(lines) == 200
+    assert all(json.loads(line)["pad"] for line in lines)
+
+
+def test_locate_guest_states():
+    assert locate_guest("g", {"a": ["g"], "b": []})["state"] == "once"
+    assert locate_guest("g", {"a": ["g"], "b": ["g"]})["state"] == "twice_or_more"
+    assert locate_guest("g", {"a": [], "b": []})["state"] == "none"
+    assert locate_guest("g", {"a": [], "b": None})["state"] == "uncertain"
+    loc = locate_guest("g", {"a": ["g--migratedaway"], "b": ["g"]})
+    assert loc["state"] == "once" and loc["leftovers"] == [{"node": "a", "domain": "g--migratedaway"}]
+
+
+def test_reconcile_completes_once_and_keeps_doubtful_entries(tmp_path):
+    d = str(tmp_path)
+    r1 = audit(d, "started", record={"node": "c1", "guest": "g1", "target": "c3", "owner": "pft-c1"})["id"]
+    r2 = audit(d, "started", record={"node": "c2", "guest": "g2", "target": "c4", "owner": "pft-c2"})["id"]
+    out = reconcile(d, {"c1": [], "c2": [], "c3": ["g1"], "c4": None})
+    by_id = {i["id"]: i for i in out["reconciled"]}
+    assert by_id[r1]["location"] == "target" and by_id[r1]["owner"] == "pft-c1" and not by_id[r1]["alert"]
+    assert by_id[r2]["state"] == "uncertain" and by_id[r2]["alert"]
+    assert [p["id"] for p in audit(d, "pending")["pending"]] == [r2]
+    rec = json.loads(open(os.path.join(d, "audit.jsonl")).read())
+    assert rec["outcome"] == "reconciled" and rec["location"] == "target"
+
+
+def test_corrupt_state_file_is_named(tmp_path):
+    d = str(tmp_path)
+    StateDir(d).ensure()
+    open(os.path.join(d, "quarantine.json"), "w").write("{oops")
+    with pytest.raises(WatchError, match="quarantine.json"):
+        quarantine(d, "query")
+
+
+def test_relative_state_dir_refused():
+    with pytest.raises(WatchError, match="absolute"):
+        audit("var/lib/pft", "event", record={})
