@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 BMCS ?= 128
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -53,8 +54,7 @@ testbed-down: setup
 	@$(BIN)/python testbed/testbed down
 
 demo: setup
-	@echo "make demo needs the virtual-cluster testbed, which is not built yet (see README)." >&2
-	@exit 2
+	@$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf .pytest_cache
