@@ -324,6 +324,46 @@ def _quarantine_apply(data, state, node, reason, record, flap_window, flap_limit
 
 
 # -- journal and audit ---------------------------------------------------------
+def _proc_stat(pid):
+    """(ppid, start time in clock ticks) of a process, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def controller_identity(pid=None):
+    """The ansible-playbook (or ansible) process this module runs under: the highest ancestor
+    whose command line names it, as {"pid", "start"}. A journal entry carries it, so that a later
+    run can tell an evacuation still in progress (that process alive) from one whose run died."""
+    pid = pid or os.getpid()
+    found = None
+    seen = 0
+    while pid > 1 and seen < 64:
+        seen += 1
+        st = _proc_stat(pid)
+        if st is None:
+            break
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            break
+        if any(os.path.basename(a).startswith((b"ansible-playbook", b"ansible")) for a in argv[:3]):
+            found = {"pid": pid, "start": st[1]}
+        pid = st[0]
+    return found
+
+
+def process_alive(identity):
+    if not identity or not identity.get("pid"):
+        return False
+    st = _proc_stat(int(identity["pid"]))
+    return st is not None and st[1] == identity.get("start")
+
+
 def _record_id(record):
     rid = record.get("id")
     if rid is None:
@@ -358,7 +398,8 @@ def audit(directory, state, record=None, record_id=None, outcome=None, audit_fil
         return {"changed": False, "pending": entries}
     if state == "started":
         rid = record_id or _record_id(record)
-        entry = dict(record, id=rid, started=round(now, 3), started_at=iso(now), status="in-progress")
+        entry = dict(record, id=rid, started=round(now, 3), started_at=iso(now), status="in-progress",
+                     controller=controller_identity())
         if dry_run:
             return {"changed": True, "id": rid, "record": entry}
         with store:
@@ -402,18 +443,28 @@ def audit(directory, state, record=None, record_id=None, outcome=None, audit_fil
 
 
 def reconcile(directory, placements, audit_file=None, dry_run=False, clock=time.time,
-              lock_timeout=DEFAULT_LOCK_TIMEOUT):
+              lock_timeout=DEFAULT_LOCK_TIMEOUT, stale_after=3600.0, alive=process_alive):
     """Finish the journal entries that a killed run left behind.
 
     ``placements`` maps every compute node to the guests its ``xl list`` shows (None when it
     could not be asked). An entry whose guest runs exactly once is completed with outcome
     ``reconciled`` and ``location`` (``target``, ``source`` or ``elsewhere``); its reservation
     owner is returned for release. An entry whose guest runs nowhere, twice, or cannot be found
-    for sure stays pending and is returned with ``alert`` set: a human must look."""
+    for sure stays pending and is returned with ``alert`` set: a human must look.
+    An entry whose run is still alive (its ansible-playbook process; or, when that is unknown, one
+    younger than ``stale_after`` seconds) is in progress, not interrupted: it is left alone."""
     pending = audit(directory, "pending", clock=clock, lock_timeout=lock_timeout)["pending"]
     items = []
     changed = False
+    now = clock()
     for entry in pending:
+        ctl = entry.get("controller")
+        if (ctl and alive(ctl)) or (not ctl and now - float(entry.get("started") or 0) < stale_after):
+            items.append({"id": entry.get("id"), "guest": entry.get("guest"), "node": entry.get("node"),
+                          "alert": False, "state": "in-progress", "owner": None,
+                          "msg": "%s: its run is still going (%s)" % (entry.get("id"),
+                                                                      "pid %s" % ctl["pid"] if ctl else "recent")})
+            continue
         guest = entry.get("guest")
         if not guest:
             items.append({"id": entry.get("id"), "alert": True, "state": "unreadable",
@@ -443,7 +494,8 @@ def reconcile(directory, placements, audit_file=None, dry_run=False, clock=time.
                            "uncertain": "%s not found; could not ask %s" % (guest, ", ".join(loc["unreachable"]))
                            }[loc["state"]] + ": journal entry %s left pending" % entry["id"]
         items.append(item)
-    return {"changed": changed, "reconciled": items,
+    return {"changed": changed, "reconciled": [i for i in items if i["state"] != "in-progress"],
+            "in_progress": [i for i in items if i["state"] == "in-progress"],
             "alerts": [i for i in items if i["alert"]]}
 
 

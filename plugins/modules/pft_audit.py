@@ -50,6 +50,13 @@ options:
       - For O(state=reconciled), every compute node mapped to the list of domain names it runs, or null
         when the node could not be asked.
     type: dict
+  stale_after:
+    description:
+      - For O(state=reconciled), an entry whose run's ansible-playbook process is still alive is in
+        progress and left alone. When the entry does not name that process, it counts as interrupted
+        only after this many seconds (make it longer than a migration's deadline).
+    type: float
+    default: 3600
   audit_file:
     description: The audit log. Defaults to O(state_dir)C(/audit.jsonl).
     type: path
@@ -132,6 +139,12 @@ reconciled:
   type: list
   elements: dict
   sample: [{id: 20261123T130140Z-compute1-a1b2c3, guest: guest1, state: once, location: target, owner: pft-compute1}]
+in_progress:
+  description: Entries whose run is still going; left alone.
+  returned: when state is reconciled
+  type: list
+  elements: dict
+  sample: []
 alerts:
   description: Entries left pending because their guest was not found exactly once.
   returned: when state is reconciled
@@ -158,6 +171,7 @@ def main():
             record=dict(type="dict", default={}),
             outcome=dict(type="str"),
             placements=dict(type="dict"),
+            stale_after=dict(type="float", default=3600),
             audit_file=dict(type="path"),
             state_dir=dict(type="path", default="/var/lib/pft"),
             lock_timeout=dict(type="float", default=30),
@@ -169,7 +183,7 @@ def main():
     try:
         if p["state"] == "reconciled":
             out = reconcile(p["state_dir"], p["placements"], audit_file=p["audit_file"], dry_run=module.check_mode,
-                            lock_timeout=p["lock_timeout"])
+                            lock_timeout=p["lock_timeout"], stale_after=p["stale_after"])
             out["msg"] = "%d interrupted evacuation(s) completed, %d need a human" % (
                 len([i for i in out["reconciled"] if not i["alert"]]), len(out["alerts"]))
         else:

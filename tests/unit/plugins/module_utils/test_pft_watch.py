@@ -192,7 +192,8 @@ def test_reconcile_completes_once_and_keeps_doubtful_entries(tmp_path):
     d = str(tmp_path)
     r1 = audit(d, "started", record={"node": "c1", "guest": "g1", "target": "c3", "owner": "pft-c1"})["id"]
     r2 = audit(d, "started", record={"node": "c2", "guest": "g2", "target": "c4", "owner": "pft-c2"})["id"]
-    out = reconcile(d, {"c1": [], "c2": [], "c3": ["g1"], "c4": None})
+    out = reconcile(d, {"c1": [], "c2": [], "c3": ["g1"], "c4": None}, alive=lambda ctl: False,
+                    stale_after=0)
     by_id = {i["id"]: i for i in out["reconciled"]}
     assert by_id[r1]["location"] == "target" and by_id[r1]["owner"] == "pft-c1" and not by_id[r1]["alert"]
     assert by_id[r2]["state"] == "uncertain" and by_id[r2]["alert"]
@@ -212,3 +213,35 @@ def test_corrupt_state_file_is_named(tmp_path):
 def test_relative_state_dir_refused():
     with pytest.raises(WatchError, match="absolute"):
         audit("var/lib/pft", "event", record={})
+
+
+def test_reconcile_leaves_running_evacuations_alone(tmp_path):
+    d = str(tmp_path)
+    rid = audit(d, "started", record={"node": "c1", "guest": "g1", "target": "c3"})["id"]
+    out = reconcile(d, {"c1": [], "c3": ["g1"]}, alive=lambda ctl: True)      # no controller known: recent
+    assert out["reconciled"] == [] and out["in_progress"][0]["id"] == rid
+    jpath = os.path.join(d, "journal", rid + ".json")
+    entry = json.load(open(jpath))
+    entry["controller"] = {"pid": 1, "start": 0}
+    json.dump(entry, open(jpath, "w"))
+    out = reconcile(d, {"c1": [], "c3": ["g1"]}, alive=lambda ctl: True, stale_after=0)
+    assert out["reconciled"] == [] and out["in_progress"][0]["id"] == rid
+    assert [p["id"] for p in audit(d, "pending")["pending"]] == [rid]
+
+
+def test_controller_identity_is_the_topmost_ansible_process(tmp_path):
+    import subprocess
+    import sys
+    from ansible.module_utils import pft_watch
+    # a process named ansible-playbook whose child asks for its controller
+    fake = tmp_path / "ansible-playbook"
+    fake.write_text("#!%s\nimport subprocess, sys\nsys.exit(subprocess.call(sys.argv[1:]))\n" % sys.executable)
+    fake.chmod(0o755)
+    from pft_paths import MODULE_UTILS
+    probe = ("import sys, json; sys.path.insert(0, %r); import pft_watch as w; "
+             "print(json.dumps(w.controller_identity()))" % (MODULE_UTILS,))
+    out = subprocess.run([str(fake), sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    ident = json.loads(out.stdout)
+    assert ident and ident["pid"] != os.getpid()
+    assert not pft_watch.process_alive(ident)          # that process has exited
+    assert pft_watch.process_alive({"pid": os.getpid(), "start": pft_watch._proc_stat(os.getpid())[1]})
