@@ -1,0 +1,1080 @@
+# -*- coding: utf-8 -*-
+"""Xen for pft: domain facts, target probes, and instrumented `xl migrate` (issue 6).
+
+Plain Python (no Ansible import) so it can be unit-tested; the modules xen_domain_info,
+xen_prestage and xen_migrate are thin wrappers. Every command is an argv list with a
+deadline. The research behind the parsers is docs/xen-migration.md (Xen 4.17.5 source).
+
+Facts
+    :func:`parse_xl_list`, :func:`parse_xl_list_long`, :func:`parse_xl_uptime`,
+    :func:`parse_xl_info` parse the stable outputs of ``xl``; :func:`domain_info` runs
+    them and joins the results.
+
+Target probe
+    The source dom0 reaches the target only through the restricted migration key, whose
+    forced command (``pft-migrate-receive``) also answers a read-only ``pft-probe`` verb.
+    :func:`probe_argv` builds that call and :func:`parse_probe` reads its sections.
+
+Migration
+    :class:`MigrationLog` is fed ``(t, line)`` pairs from ``xl -v migrate`` (stderr, with
+    the LD_PRELOAD shim that un-hides libxc's progress) and keeps the rounds, the markers
+    and the phase. :class:`ConvergenceGuard` decides, from the round sizes, whether the
+    precopy converges. :func:`migrate` drives the process (pause/unpause for
+    stop-and-copy, clean abort by SIGTERM to libxl-save-helper before the point of no
+    return) and verifies where the guest runs afterwards.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+
+XL = "/usr/sbin/xl"
+SHIM = "/usr/local/lib/pft/pft-xl-progress.so"
+PAGE = 4096
+MIB = 1024 * 1024
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+
+
+class XenError(Exception):
+    """A Xen command failed, timed out, or printed something unexpected."""
+
+
+def check_name(name, what="guest"):
+    if not isinstance(name, str) or not NAME_RE.match(name) or name == "Domain-0":
+        raise XenError("%s name %r is not a valid domain name ([A-Za-z0-9][A-Za-z0-9_.-]*, not Domain-0)"
+                       % (what, name))
+    return name
+
+
+def check_host(host, what="target"):
+    if not isinstance(host, str) or not HOST_RE.match(host):
+        raise XenError("%s %r is not a host name or IPv4 address" % (what, host))
+    return host
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run(argv, timeout, env=None, input_text=None):
+    """Run argv (no shell) with a deadline; returns (rc, stdout, stderr)."""
+    try:
+        proc = subprocess.run(argv, input=input_text, capture_output=True, text=True, timeout=timeout,
+                              env=env, stdin=None if input_text is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise XenError("%s did not finish within %.0f s" % (" ".join(argv), timeout))
+    except OSError as exc:
+        raise XenError("cannot run %s: %s" % (argv[0], exc))
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_ok(argv, timeout, runner=None):
+    rc, out, err = (runner or run)(argv, timeout)
+    if rc != 0:
+        raise XenError("%s failed (rc=%d): %s" % (" ".join(argv), rc, (err or out).strip()[-500:]))
+    return out
+
+
+# --------------------------------------------------------------------------- parsers
+
+XL_LIST_ROW = re.compile(r"^(?P<name>\S.*?)\s+(?P<domid>\d+)\s+(?P<mem>\d+)\s+(?P<vcpus>\d+)\s+"
+                         r"(?P<state>[r-][b-][p-][s-][-rscwS?][d-])\s+(?P<cpu_s>\d+\.\d)$")
+XL_UPTIME_ROW = re.compile(r"^(?P<name>\S.*?)\s+(?P<domid>\d+)\s+(?:(?P<days>\d+) days?, )?\s*"
+                           r"(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d)$")
+XL_INFO_ROW = re.compile(r"^(?P<key>[a-z_]+)\s*:\s?(?P<value>.*)$")
+
+
+def state_word(flags):
+    """The xl list state letters (e.g. ``-b----``) as one word, most significant first."""
+    if len(flags) != 6:
+        return "unknown"
+    if flags[5] == "d":
+        return "dying"
+    if flags[4] == "c":
+        return "crashed"
+    if flags[3] == "s":
+        return "shutdown"
+    if flags[2] == "p":
+        return "paused"
+    if flags[0] == "r":
+        return "running"
+    if flags[1] == "b":
+        return "blocked"
+    return "idle"
+
+
+def parse_xl_list(text):
+    """Rows of plain ``xl list``: list of dicts (name, domid, memory_mb, vcpus, state, state_flags, cpu_s)."""
+    rows = []
+    lines = text.splitlines()
+    for n, line in enumerate(lines):
+        line = line.rstrip()
+        if not line or (n == 0 and line.startswith("Name")):
+            continue
+        m = XL_LIST_ROW.match(line)
+        if not m:
+            raise XenError("unexpected line in xl list output: %r" % line)
+        rows.append(dict(name=m.group("name"), domid=int(m.group("domid")), memory_mb=int(m.group("mem")),
+                         vcpus=int(m.group("vcpus")), state=state_word(m.group("state")),
+                         state_flags=m.group("state"), cpu_s=float(m.group("cpu_s"))))
+    return rows
+
+
+def parse_xl_uptime(text):
+    """``xl uptime``: {name: seconds}."""
+    out = {}
+    for line in text.splitlines():
+        m = XL_UPTIME_ROW.match(line.rstrip())
+        if m:
+            out[m.group("name")] = (int(m.group("days") or 0) * 86400 + int(m.group("h")) * 3600
+                                    + int(m.group("m")) * 60 + int(m.group("s")))
+    return out
+
+
+def parse_xl_info(text):
+    """``xl info``: {key: value} (strings; continuation lines are appended to the previous key)."""
+    info = {}
+    last = None
+    for line in text.splitlines():
+        m = XL_INFO_ROW.match(line)
+        if m:
+            last = m.group("key")
+            info[last] = m.group("value").strip()
+        elif last and line.strip():
+            info[last] += " " + line.strip()
+    return info
+
+
+def parse_xl_list_long(text):
+    """``xl list -l`` (JSON): {name: config facts}. Configuration only, never run state."""
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise XenError("xl list -l did not print JSON (is output_format=\"sxp\" set in xl.conf?): %s" % exc)
+    out = {}
+    for entry in data if isinstance(data, list) else [data]:
+        config = entry.get("config") or {}
+        c_info = config.get("c_info") or {}
+        b_info = config.get("b_info") or {}
+        name = c_info.get("name")
+        if not name:
+            continue
+        pv = (b_info.get("type.pv") or {})
+        max_memkb = b_info.get("max_memkb")
+        target_memkb = b_info.get("target_memkb")
+        out[name] = dict(
+            domid=entry.get("domid"),
+            type=c_info.get("type", "hvm"),
+            uuid=c_info.get("uuid"),
+            maxmem_mb=(max_memkb // 1024) if isinstance(max_memkb, int) and max_memkb >= 0 else None,
+            target_mb=(target_memkb // 1024) if isinstance(target_memkb, int) and target_memkb >= 0 else None,
+            max_vcpus=b_info.get("max_vcpus"),
+            kernel=b_info.get("kernel") or pv.get("kernel"),
+            ramdisk=b_info.get("ramdisk") or pv.get("ramdisk"),
+            cmdline=b_info.get("cmdline") or pv.get("cmdline"),
+            nics=[dict(mac=nic.get("mac"), bridge=nic.get("bridge"), ip=nic.get("ip"))
+                  for nic in config.get("nics") or []],
+        )
+    return out
+
+
+def host_facts(info, toolstack_version=None):
+    """The host part of xen_domain_info from a parsed ``xl info``."""
+    def num(key):
+        try:
+            return int(info[key])
+        except (KeyError, ValueError):
+            return None
+    caps = info.get("virt_caps", "").split()
+    return dict(
+        hostname=info.get("host"),
+        free_memory_mb=num("free_memory"),
+        total_memory_mb=num("total_memory"),
+        outstanding_claims_mb=num("outstanding_claims"),
+        xen_version=info.get("xen_version"),
+        xen_commandline=info.get("xen_commandline"),
+        toolstack_version=toolstack_version,
+        virt_caps=caps,
+        shadow_paging="shadow" in caps,
+        nr_cpus=num("nr_cpus"),
+    )
+
+
+def toolstack_version(runner=None, timeout=15):
+    rc, out, _ = (runner or run)(["dpkg-query", "-W", "-f=${Version}", "xen-utils-4.17"], timeout)
+    return out.strip() if rc == 0 and out.strip() else None
+
+
+def domain_info(names=None, runner=None, timeout=30, xl=XL):
+    """Domains (all, or those named) and host facts of this dom0. Unknown names are reported, not fatal."""
+    rows = parse_xl_list(run_ok([xl, "list"], timeout, runner))
+    rc, long_out, _ = (runner or run)([xl, "list", "-l"], timeout)
+    configs = parse_xl_list_long(long_out) if rc == 0 else {}
+    rc, up_out, _ = (runner or run)([xl, "uptime"], timeout)
+    uptimes = parse_xl_uptime(up_out) if rc == 0 else {}
+    info = parse_xl_info(run_ok([xl, "info"], timeout, runner))
+    host = host_facts(info, toolstack_version(runner))
+    domains = []
+    for row in rows:
+        if names and row["name"] not in names:
+            continue
+        conf = configs.get(row["name"], {})
+        d = dict(row)
+        d["maxmem_mb"] = conf.get("maxmem_mb") if conf.get("maxmem_mb") is not None else (
+            host["total_memory_mb"] if row["domid"] == 0 else None)
+        if row["domid"] == 0 and conf.get("maxmem_mb") is None:
+            d["maxmem_mb"] = row["memory_mb"]
+        d["target_mb"] = conf.get("target_mb")
+        d["type"] = conf.get("type") or ("pv" if row["domid"] == 0 else None)
+        d["uptime_s"] = uptimes.get(row["name"])
+        d["kernel"] = conf.get("kernel")
+        d["ramdisk"] = conf.get("ramdisk")
+        d["cmdline"] = conf.get("cmdline")
+        domains.append(d)
+    found = {d["name"] for d in domains}
+    missing = [n for n in (names or []) if n not in found]
+    guests = [d["name"] for d in domains if d["domid"] != 0]
+    return dict(domains=domains, guests=guests, missing=missing, host=host)
+
+
+def find_domain(rows, name):
+    """Rows for the guest under its own name and the transient migration names."""
+    names = {name: "self", name + "--incoming": "incoming", name + "--migratedaway": "migratedaway"}
+    return [dict(r, role=names[r["name"]]) for r in rows if r["name"] in names]
+
+
+# --------------------------------------------------------------------------- target probe
+
+PROBE_PATH_RE = re.compile(r"^/(etc/xen|var/lib/pft|boot|srv/pft)/[A-Za-z0-9_./-]+$")
+
+
+def probe_argv(target, files=(), tcp=(), ssh="ssh", connect_timeout=10):
+    """ssh argv that asks the target's forced command for its read-only probe."""
+    check_host(target)
+    words = ["pft-probe"]
+    for path in files:
+        if not PROBE_PATH_RE.match(path) or "/../" in path or path.endswith("/.."):
+            raise XenError("cannot probe %r on the target: only files under /etc/xen, /var/lib/pft, /boot, "
+                           "/srv/pft" % path)
+        words.append("file=" + path)
+    for host, port in tcp:
+        check_host(host, "NFS server")
+        words.append("tcp=%s:%d" % (host, int(port)))
+    return [ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % connect_timeout, target, " ".join(words)]
+
+
+def parse_probe(text):
+    """Sections of pft-probe output: {"xl-info": text, "xl-list": text, "toolstack": str,
+    "files": {path: sha256|None}, "tcp": {host:port: bool}, "complete": bool}."""
+    out = dict(files={}, tcp={}, complete=False)
+    section, arg, buf = None, None, []
+
+    def flush():
+        body = "\n".join(buf)
+        if section in ("xl-info", "xl-list", "xl-uptime"):
+            out[section] = body
+        elif section == "toolstack":
+            out["toolstack"] = body.strip() or None
+        elif section == "sha256":
+            word = body.strip().split()[0] if body.strip() else ""
+            out["files"][arg] = word if re.match(r"^[0-9a-f]{64}$", word) else None
+        elif section == "tcp":
+            out["tcp"][arg] = body.strip() == "ok"
+
+    for line in text.splitlines():
+        m = re.match(r"^== (?P<sec>[a-z0-9-]+)(?: (?P<arg>\S+))?$", line)
+        if m:
+            if section:
+                flush()
+            section, arg, buf = m.group("sec"), m.group("arg"), []
+            if section == "end":
+                out["complete"] = True
+                section = None
+            continue
+        buf.append(line)
+    if section:
+        flush()
+    return out
+
+
+def probe_target(target, files=(), tcp=(), timeout=60, runner=None):
+    rc, out, err = (runner or run)(probe_argv(target, files, tcp), timeout)
+    if rc != 0:
+        raise XenError("probe of target %s failed (rc=%d): %s" % (target, rc, (err or out).strip()[-400:]))
+    probe = parse_probe(out)
+    if not probe["complete"] or "xl-info" not in probe:
+        raise XenError("probe of target %s gave an incomplete answer (an old pft-migrate-receive without "
+                       "pft-probe?): %s" % (target, (out + err).strip()[-300:]))
+    probe["info"] = parse_xl_info(probe["xl-info"])
+    probe["host"] = host_facts(probe["info"], probe.get("toolstack"))
+    probe["domains"] = parse_xl_list(probe.get("xl-list", ""))
+    return probe
+
+
+# --------------------------------------------------------------------------- migration log
+
+P = r"(?:(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?P<tz>\S+) \[(?P<pid>\d+)\] )?"
+PROGRESS_RE = re.compile(P + r"xc: (?P<level>progress|detail): (?P<what>.+?): (?P<done>\d+)/(?P<total>\d+) +"
+                         r"(?P<pct>\d+)%")
+ROUND_RE = re.compile(r"^Frames iteration (?P<iter>\d+)$")
+SENDER_RE = re.compile(r"migration sender: (?P<text>.*)$")
+TARGET_RE = re.compile(r"migration target: (?P<text>.*)$")
+FINAL_RE = re.compile(r"(Migration successful\.|Migration failed, resuming at sender\.|Migration failed, failed to "
+                      r"suspend at sender\.|Migration failed due to problems at target\.|\*\* Migration failed "
+                      r"during final handshake \*\*)")
+SUSPEND_REQ_RE = re.compile(r"issuing (?:PV|HVM)? ?suspend request|suspend request via")
+ERROR_RE = re.compile(r"(?:libxl|xc|libxl-save-helper): (?:error|critical): (?P<msg>.*)$")
+
+
+class Round(object):
+    __slots__ = ("label", "final", "pages", "done", "t_first", "t_end", "t_start")
+
+    def __init__(self, label, final, pages, t_start, t_first):
+        self.label, self.final, self.pages = label, final, pages
+        self.t_start, self.t_first, self.t_end, self.done = t_start, t_first, None, 0
+
+
+class MigrationLog(object):
+    """State machine over the lines of ``xl -v migrate`` (source and, through ssh, target)."""
+
+    def __init__(self, t0=0.0):
+        self.t0 = t0
+        self.phase = "connect"          # connect, live, final, handover, done
+        self.rounds = []
+        self.markers = {}
+        self.errors = []
+        self.other = []
+        self.result = None
+        self.progress_seen = False
+        self.last_marker_t = t0
+
+    # -- feeding
+    def feed(self, t, line):
+        """Feed one line; returns a list of events: ('round_start', Round), ('round_end', Round),
+        ('suspended',), ('suspend_request',), ('no_return',), ('result', text)."""
+        ev = []
+        m = PROGRESS_RE.search(line)
+        if m:
+            what, done, total = m.group("what"), int(m.group("done")), int(m.group("total"))
+            r = ROUND_RE.match(what)
+            if r or what == "Frames":
+                self.progress_seen = True
+                label = int(r.group("iter")) if r else 0
+                final = self.phase == "final"
+                cur = self.rounds[-1] if self.rounds else None
+                if cur is None or cur.label != label or cur.final != final or cur.pages != total:
+                    if cur is not None and cur.t_end is None:
+                        cur.t_end = t
+                        ev.append(("round_end", cur))
+                    start = t if done > 0 or not self.rounds and self.phase == "connect" else t
+                    if done > 0:                      # the 0/N line was throttled away
+                        start = self.last_marker_t if (label == 0 or final) else (cur.t_end if cur else t)
+                    cur = Round(label, final, total, start, t)
+                    self.rounds.append(cur)
+                    if self.phase == "connect":
+                        self.phase = "live"
+                    ev.append(("round_start", cur))
+                cur.done = max(cur.done, done)
+                if done >= total and cur.t_end is None:
+                    cur.t_end = t
+                    ev.append(("round_end", cur))
+                return ev
+            if what == "Domain now suspended":
+                self._close_round(t, ev)
+                self._mark("suspended", t)
+                self.phase = "final"
+                ev.append(("suspended",))
+                return ev
+            if what in ("End of stream", "Complete"):
+                self._close_round(t, ev)
+                self._mark(what.lower().replace(" ", "_"), t)
+                return ev
+            return ev
+        if "Saving domain" in line:
+            self._mark("saving", t)
+            if self.phase == "connect":
+                self.phase = "live"
+            return ev
+        if SUSPEND_REQ_RE.search(line):
+            self._mark("suspend_request", t)
+            ev.append(("suspend_request",))
+            return ev
+        if "guest has suspended" in line:
+            self._mark("guest_suspended", t)
+            if self.phase != "final":
+                self._close_round(t, ev)
+                self.phase = "final"
+                ev.append(("suspended",))
+            return ev
+        s = SENDER_RE.search(line)
+        if s:
+            text = s.group("text")
+            if text.startswith("Target has acknowledged transfer"):
+                self._close_round(t, ev)
+                self._mark("acknowledged", t)
+                self.phase = "handover"
+            elif text.startswith("Giving target permission to start"):
+                self._mark("no_return", t)
+                self.phase = "handover"
+                ev.append(("no_return",))
+            elif text.startswith("Target reports successful startup"):
+                self._mark("target_started_ack", t)
+            elif "failed" in text or "failure" in text or "Trying to resume" in text:
+                self.errors.append(line.strip())
+            else:
+                self.other.append(line.strip())
+            return ev
+        tm = TARGET_RE.search(line)
+        if tm:
+            text = tm.group("text")
+            if text.startswith("Transfer complete"):
+                self._mark("target_transfer_complete", t)
+            elif text.startswith("Got permission"):
+                self._mark("target_permission", t)
+            elif text.startswith("Domain started"):
+                self._mark("target_started", t)
+            elif "fail" in text.lower():
+                self.errors.append(line.strip())
+            return ev
+        f = FINAL_RE.search(line)
+        if f:
+            self.result = f.group(1)
+            self._mark("result", t)
+            self.phase = "done"
+            ev.append(("result", self.result))
+            return ev
+        e = ERROR_RE.search(line)
+        if e or "rc=" in line and "fail" in line.lower():
+            self.errors.append(line.strip())
+            return ev
+        if line.strip():
+            self.other.append(line.strip())
+        return ev
+
+    def _mark(self, key, t):
+        self.markers.setdefault(key, t)
+        self.last_marker_t = t
+
+    def _close_round(self, t, ev):
+        if self.rounds and self.rounds[-1].t_end is None:
+            self.rounds[-1].t_end = t
+            ev.append(("round_end", self.rounds[-1]))
+
+    # -- results
+    def live_rounds(self):
+        return [r for r in self.rounds if not r.final]
+
+    def final_round(self):
+        finals = [r for r in self.rounds if r.final]
+        return finals[-1] if finals else None
+
+    def stats(self, t_end=None, bytes_sent=None, populated_pages=None):
+        live = self.live_rounds()
+        iterations = []
+        for i, r in enumerate(live):
+            nxt = live[i + 1] if i + 1 < len(live) else self.final_round()
+            secs = ((r.t_end or t_end or r.t_first) - r.t_start)
+            rate = None
+            if nxt is not None and nxt.t_start > r.t_start:
+                rate = round(nxt.pages / (nxt.t_start - r.t_start), 1)
+            iterations.append(dict(iteration=r.label, pages=r.pages, mib=round(r.pages * PAGE / MIB, 2),
+                                   seconds=round(max(secs, 0.0), 3), dirty_rate_pps=rate,
+                                   t_start_s=round(r.t_start - self.t0, 3)))
+        final = self.final_round()
+        live_secs = sum(it["seconds"] for it in iterations)
+        live_pages = sum(r.pages for r in live)
+        throughput = (live_pages / live_secs) if live_secs > 0 else None
+        final_pages = final.pages if final else (0 if "suspended" in self.markers else None)
+        data_pages = final_pages
+        if final_pages is not None and populated_pages is not None and live:
+            deferred = max(live[0].pages - populated_pages, 0)
+            data_pages = max(final_pages - deferred, 0)
+        m = self.markers
+        suspend_t = m.get("suspended", m.get("guest_suspended", m.get("suspend_request")))
+        down_log = None
+        if suspend_t is not None and "target_started" in m:
+            down_log = round(m["target_started"] - suspend_t, 3)
+        down_copy = None
+        if data_pages is not None and throughput:
+            down_copy = round(data_pages / throughput, 3)
+        return dict(
+            total_s=round((t_end or time.monotonic()) - self.t0, 3) if t_end else None,
+            iterations=iterations,
+            live_rounds=len(live),
+            final_round_pages=final_pages,
+            final_round_label=final.label if final else None,
+            final_round_data_pages_est=data_pages,
+            converged_early=bool(final and live and final.label == live[-1].label),
+            throughput_pps=round(throughput, 1) if throughput else None,
+            downtime_estimate_s=down_log if down_log is not None else down_copy,
+            downtime_log_s=down_log,
+            downtime_copy_est_s=down_copy,
+            bytes_sent=bytes_sent,
+            mib_sent=round(bytes_sent / MIB, 2) if bytes_sent is not None else None,
+            markers_s={k: round(v - self.t0, 3) for k, v in sorted(m.items(), key=lambda kv: kv[1])},
+        )
+
+
+class ConvergenceGuard(object):
+    """Decides from the live round sizes whether the precopy converges.
+
+    Non-convergence: from round ``min_rounds`` on, a round at least ``shrink`` times the size of
+    the one before (the dirty set stopped shrinking), or a predicted final copy longer than
+    ``max_downtime_s`` at the measured throughput once 4.17's cap (round 4 is the last live round)
+    is reached.
+    """
+
+    def __init__(self, shrink=0.8, min_rounds=2, max_downtime_s=None, last_live_round=4):
+        self.shrink, self.min_rounds = shrink, min_rounds
+        self.max_downtime_s, self.last_live_round = max_downtime_s, last_live_round
+
+    def verdict(self, rounds, throughput_pps=None):
+        """(converging: bool, reason: str) from the live rounds started so far (Round objects or page counts)."""
+        pages = [r if isinstance(r, int) else r.pages for r in rounds]
+        if len(pages) > self.min_rounds:
+            k = len(pages) - 1
+            if pages[k] > 0 and pages[k] >= self.shrink * pages[k - 1]:
+                return False, ("round %d has %d pages, not below %.2f x round %d (%d pages): the dirty set does "
+                               "not shrink" % (k, pages[k], self.shrink, k - 1, pages[k - 1]))
+        if self.max_downtime_s and throughput_pps and len(pages) > 1:
+            pred = pages[-1] / throughput_pps
+            if len(pages) - 1 >= self.last_live_round and pred > self.max_downtime_s:
+                return False, ("predicted stop-and-copy of %d pages takes %.1f s > max_downtime %.1f s"
+                               % (pages[-1], pred, self.max_downtime_s))
+        return True, "converging"
+
+
+# --------------------------------------------------------------------------- process helpers
+
+
+def children(pid):
+    kids = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                kids.extend(int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        pass
+    return kids
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in children(p):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def proc_io(pid, key="rchar"):
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k == key:
+                    return int(v)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def find_child(pid, name):
+    for c in descendants(pid):
+        if comm(c) == name:
+            return c
+    return None
+
+
+# --------------------------------------------------------------------------- migrate
+
+POLICIES = ("stop-and-copy", "abort", "continue")
+MODES = ("live", "stop-and-copy")
+
+
+def migrate_argv(guest, target, shim_ok, xl=XL, ssh_command=None):
+    argv = [xl, "-v" if shim_ok else "-vvv", "migrate"]
+    if ssh_command:
+        argv += ["-s", ssh_command]
+    return argv + [guest, target]
+
+
+def guest_rows(runner, guest, xl=XL, timeout=30):
+    return find_domain(parse_xl_list(run_ok([xl, "list"], timeout, runner)), guest)
+
+
+class Migration(object):
+    """One ``xl migrate`` run, driven and watched. Use :func:`migrate`."""
+
+    def __init__(self, guest, target, mode="live", on_no_convergence="continue", deadline=900.0,
+                 stall_timeout=90.0, shim=SHIM, xl=XL, guard=None, log_path=None, runner=None,
+                 clock=time.monotonic, populated_pages=None):
+        self.guest, self.target, self.mode = guest, target, mode
+        self.policy, self.deadline, self.stall_timeout = on_no_convergence, deadline, stall_timeout
+        self.shim, self.xl, self.guard = shim, xl, guard or ConvergenceGuard()
+        self.log_path, self.runner, self.clock = log_path, runner or run, clock
+        self.populated_pages = populated_pages
+        self.shim_ok = bool(shim) and os.path.isfile(shim)
+        self.events = []
+        self.paused_by_us = False
+        self.pause_round = None         # index into rounds at pause time
+        self.aborted = None
+        self.guard_verdict = None
+        self.lines = []
+        self.bytes_sent = None
+        self.ssh_pid = None
+
+    def _xl(self, *args, **kw):
+        return self.runner([self.xl] + list(args), kw.get("timeout", 30))
+
+    def _event(self, t, kind, **data):
+        rec = dict(t_s=round(t - self.log.t0, 3), event=kind, guest=self.guest, target=self.target, **data)
+        self.events.append(rec)
+
+    def pause(self, t):
+        rc, _, err = self._xl("pause", self.guest)
+        if rc == 0:
+            self.paused_by_us = True
+            self.pause_round = len(self.log.rounds)
+            self._event(t, "paused")
+        else:
+            self._event(t, "pause_failed", detail=err.strip())
+
+    def unpause(self, t, why):
+        if not self.paused_by_us:
+            return
+        rc, _, err = self._xl("unpause", self.guest)
+        self.paused_by_us = False if rc == 0 else self.paused_by_us
+        self._event(t, "unpaused" if rc == 0 else "unpause_failed", why=why, detail=err.strip())
+
+    def abort(self, t, why):
+        """Clean abort before the point of no return: SIGTERM to libxl-save-helper."""
+        if self.aborted or "no_return" in self.log.markers:
+            return False
+        helper = find_child(self.proc.pid, "libxl-save-help")
+        self.aborted = why
+        if helper:
+            try:
+                os.kill(helper, signal.SIGTERM)
+            except OSError:
+                helper = None
+        self._event(t, "abort", why=why, helper_pid=helper)
+        self.abort_t = t
+        return True
+
+    def run(self):
+        env = dict(os.environ)
+        if self.shim_ok:
+            env["LD_PRELOAD"] = self.shim
+        argv = migrate_argv(self.guest, self.target, self.shim_ok, self.xl)
+        t0 = self.clock()
+        self.log = MigrationLog(t0)
+        self.abort_t = None
+        if self.mode == "stop-and-copy":
+            self.pause(t0)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=env, close_fds=True)
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        last_activity = t0
+        last_bytes = None
+        killed_ssh = False
+        while True:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            now = self.clock()
+            if r:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                    self.lines.append((round(now - t0, 3), line))
+                    last_activity = now
+                    for ev in self.log.feed(now, line):
+                        self._on_event(now, ev)
+            if self.ssh_pid is None:
+                self.ssh_pid = find_child(self.proc.pid, "ssh")
+            if self.ssh_pid:
+                b = proc_io(self.ssh_pid)
+                if b is not None:
+                    if b != last_bytes:
+                        last_activity = now
+                    last_bytes = b
+                    self.bytes_sent = b
+            # deadline / stall: only before the point of no return
+            if "no_return" not in self.log.markers and not self.aborted:
+                if now - t0 > self.deadline:
+                    self.abort(now, "deadline of %.0f s reached before the handover" % self.deadline)
+                elif now - last_activity > self.stall_timeout:
+                    self.abort(now, "no progress for %.0f s (target unreachable?)" % self.stall_timeout)
+            # an abort whose helper is gone but xl still waits on a dead ssh: end the transport
+            if self.aborted and not killed_ssh and now - self.abort_t > 20:
+                ssh = find_child(self.proc.pid, "ssh")
+                helper = find_child(self.proc.pid, "libxl-save-help")
+                if ssh and not helper:
+                    try:
+                        os.kill(ssh, signal.SIGTERM)
+                        self._event(now, "transport_closed", ssh_pid=ssh)
+                    except OSError:
+                        pass
+                    killed_ssh = True
+            # paused too long without the expected round: let the guest answer a suspend request
+            if self.paused_by_us and self.pause_t is not None and now - self.pause_t > self.max_pause_s:
+                self.unpause(now, "paused for %.0f s without a round end" % self.max_pause_s)
+        if buf:
+            line = buf.decode("utf-8", "replace")
+            self.lines.append((round(self.clock() - t0, 3), line))
+            for ev in self.log.feed(self.clock(), line):
+                self._on_event(self.clock(), ev)
+        try:
+            rc = self.proc.wait(timeout=max(self.deadline - (self.clock() - t0), 60))
+        except subprocess.TimeoutExpired:
+            rc = None
+        t_end = self.clock()
+        if self.paused_by_us:
+            self.unpause(t_end, "migration ended")
+        self.rc = rc
+        self.t_end = t_end
+        return rc
+
+    pause_t = None
+    max_pause_s = 45.0
+
+    def _on_event(self, t, ev):
+        kind = ev[0]
+        if kind == "round_start":
+            r = ev[1]
+            self._event(t, "round_start", iteration=r.label, final=r.final, pages=r.pages)
+            if not r.final and self.guard_verdict is None:
+                ok, why = self.guard.verdict(self.log.live_rounds())
+                if not ok:
+                    self.guard_verdict = why
+                    self._event(t, "no_convergence", why=why, policy=self.policy)
+                    if self.policy == "abort":
+                        self.abort(t, "no convergence: " + why)
+                    elif self.policy == "stop-and-copy" and not self.paused_by_us:
+                        self.pause(t)
+                        self.pause_t = t
+        elif kind == "round_end":
+            r = ev[1]
+            self._event(t, "round_end", iteration=r.label, final=r.final, pages=r.pages)
+            # Unpause at the end of the first round that started after our pause: the next dirty
+            # set is then ~empty, libxc asks for stop-and-copy and the PV guest must answer it.
+            if (self.paused_by_us and not r.final and self.pause_round is not None
+                    and self.log.rounds.index(r) >= self.pause_round):
+                self.unpause(t, "end of round %d sent while paused" % r.label)
+        elif kind == "suspend_request":
+            self.unpause(t, "suspend request")
+        elif kind == "suspended":
+            self._event(t, "suspended")
+            if self.paused_by_us:
+                self.unpause(t, "suspended")
+        elif kind == "no_return":
+            self._event(t, "point_of_no_return")
+        elif kind == "result":
+            self._event(t, "result", text=ev[1])
+
+
+def write_log(path, records):
+    with open(path, "a") as f:
+        for rec in records:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def where_is(guest, target, runner=None, xl=XL, probe=None):
+    """(source rows, target rows) for the guest, each [{name, domid, state, role}]."""
+    src = guest_rows(runner, guest, xl)
+    if probe is None:
+        probe = probe_target(target, runner=runner)
+    tgt = find_domain(probe["domains"], guest)
+    return src, tgt
+
+
+def running_once(rows):
+    """True when exactly one row is the guest under its own name and alive (not shutdown/crashed/dying)."""
+    own = [r for r in rows if r["role"] == "self"]
+    return len(rows) == 1 and len(own) == 1 and own[0]["state"] in ("running", "blocked", "idle", "paused")
+
+
+# --------------------------------------------------------------------------- the whole act
+
+
+def _rows_str(rows):
+    return ", ".join("%s (id %s, %s)" % (r["name"], r["domid"], r["state"]) for r in rows) or "nothing"
+
+
+def check_target(probe, guest_mb, margin_mb=16, source_toolstack=None, require_shadow=True):
+    """Checks of the target from its probe: [{name, ok, detail}]."""
+    host = probe["host"]
+    checks = []
+    checks.append(dict(name="xen", ok=bool(host.get("xen_version")),
+                       detail="Xen %s, toolstack %s" % (host.get("xen_version"), host.get("toolstack_version"))))
+    if source_toolstack is not None:
+        ok = host.get("toolstack_version") == source_toolstack
+        checks.append(dict(name="toolstack", ok=ok, detail="target %s, source %s" % (
+            host.get("toolstack_version"), source_toolstack)))
+    if require_shadow:
+        checks.append(dict(name="shadow_paging", ok=bool(host.get("shadow_paging")),
+                           detail="virt_caps: %s" % " ".join(host.get("virt_caps") or [])))
+    free = host.get("free_memory_mb")
+    ok = free is not None and free >= guest_mb + margin_mb
+    checks.append(dict(name="memory", ok=ok, detail="target has %s MiB free, guest needs %d MiB + %d MiB margin"
+                       % (free, guest_mb, margin_mb)))
+    return checks
+
+
+def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=900.0, stall_timeout=90.0,
+            shim=SHIM, log_path=None, check_mode=False, margin_mb=16, guard=None, runner=None, xl=XL,
+            source_host=None):
+    """Migrate and verify. Returns (failed: bool, msg: str, result: dict)."""
+    check_name(guest)
+    check_host(target)
+    if mode not in MODES:
+        raise XenError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
+    if on_no_convergence not in POLICIES:
+        raise XenError("on_no_convergence must be one of %s, got %r" % (", ".join(POLICIES), on_no_convergence))
+    runner = runner or run
+    source_host = source_host or os.uname()[1]
+    result = dict(changed=False, migrated=False, source_running=None, target_running=None, stats=None,
+                  failure=None, checks=[], instrumentation=None,
+                  diff=dict(before=dict(host=source_host, guest=guest), after=dict(host=source_host, guest=guest)))
+    src = guest_rows(runner, guest, xl)
+    probe = probe_target(target, runner=runner)
+    tgt = find_domain(probe["domains"], guest)
+    result["target_host"] = probe["host"]
+    if not src and running_once(tgt):
+        result.update(source_running=False, target_running=True)
+        result["diff"] = dict(before=dict(host=target, guest=guest), after=dict(host=target, guest=guest))
+        return False, "%s already runs on %s and not here: nothing to do" % (guest, target), result
+    if not running_once(src):
+        result["failure"] = "guest-not-here"
+        return True, ("%s does not run exactly once on this host (%s): found %s; target %s has %s"
+                      % (guest, source_host, _rows_str(src), target, _rows_str(tgt))), result
+    if tgt:
+        result.update(source_running=True, target_running=False, failure="guest-on-target")
+        return True, ("%s runs here and the target %s already has %s: refusing to migrate (it would run twice)"
+                      % (guest, target, _rows_str(tgt))), result
+    guest_mb = src[0]["memory_mb"]
+    checks = check_target(probe, guest_mb, margin_mb, source_toolstack=toolstack_version(runner))
+    result["checks"] = checks
+    bad = [c for c in checks if not c["ok"] and c["name"] in ("xen", "memory", "shadow_paging")]
+    shim_ok = bool(shim) and os.path.isfile(shim)
+    result["instrumentation"] = "progress" if shim_ok else "no-progress"
+    if bad:
+        result.update(source_running=True, target_running=False,
+                      failure="target-check: " + "; ".join("%s: %s" % (c["name"], c["detail"]) for c in bad))
+        return True, ("cannot migrate %s to %s: %s; %s still runs here (%s), untouched"
+                      % (guest, target, result["failure"][len("target-check: "):], guest, source_host)), result
+    result["diff"]["after"]["host"] = target
+    if check_mode:
+        result.update(changed=True, source_running=True, target_running=False)
+        return False, "would migrate %s (%d MiB) from %s to %s (%s)" % (guest, guest_mb, source_host, target,
+                                                                         mode), result
+    mig = Migration(guest, target, mode=mode, on_no_convergence=on_no_convergence, deadline=deadline,
+                    stall_timeout=stall_timeout, shim=shim, xl=xl, guard=guard, runner=runner,
+                    populated_pages=guest_mb * 256)
+    rc = mig.run()
+    stats = mig.log.stats(t_end=mig.t_end, bytes_sent=mig.bytes_sent, populated_pages=guest_mb * 256)
+    stats["instrumentation"] = "progress" if (mig.shim_ok and mig.log.progress_seen) else "no-progress"
+    if not mig.log.progress_seen:
+        for it in stats["iterations"]:
+            it["pages"] = None
+    stats["mode"] = mode
+    stats["xl_rc"] = rc
+    stats["xl_result"] = mig.log.result
+    stats["convergence"] = mig.guard_verdict or "converged"
+    stats["events"] = mig.events
+    result["stats"] = stats
+    result["instrumentation"] = stats["instrumentation"]
+    result["xl_output"] = ["%7.3f %s" % (t, line) for t, line in mig.lines[-400:]]
+    # where is it now?
+    src = guest_rows(runner, guest, xl)
+    try:
+        tgt = find_domain(probe_target(target, runner=runner)["domains"], guest)
+        tgt_known = True
+    except XenError as exc:
+        tgt, tgt_known = [], False
+        result["target_probe_error"] = str(exc)
+    src_ok, tgt_ok = running_once(src), running_once(tgt)
+    result.update(source_running=src_ok, target_running=tgt_ok if tgt_known else None)
+    if log_path:
+        write_log(log_path, [dict(e, kind="event") for e in mig.events] + [dict(
+            kind="summary", guest=guest, source=source_host, target=target, mode=mode, rc=rc,
+            result=mig.log.result, aborted=mig.aborted, source_running=src_ok,
+            target_running=result["target_running"], stats={k: v for k, v in stats.items() if k != "events"})])
+    if rc == 0 and tgt_ok and not src:
+        result.update(changed=True, migrated=True)
+        return False, "%s migrated from %s to %s in %.1f s (%d live rounds, final round %s pages)" % (
+            guest, source_host, target, stats["total_s"], stats["live_rounds"], stats["final_round_pages"]), result
+    # failure: say why and where the guest is
+    cause = mig.aborted or mig.log.result or "xl migrate exited with rc=%s" % rc
+    if mig.log.errors:
+        cause += " (" + "; ".join(mig.log.errors[-3:]) + ")"
+    result["failure"] = cause
+    result["changed"] = bool(tgt_ok and not src)
+    if src_ok and not tgt:
+        return True, ("migration of %s to %s failed: %s. Verified: %s still runs on %s, exactly once, and not on %s"
+                      % (guest, target, cause, guest, source_host, target)), result
+    if tgt_ok and not src:
+        result["migrated"] = True
+        return True, ("migration of %s to %s reported a failure (%s) but %s runs on %s exactly once and is gone "
+                      "from %s" % (guest, target, cause, guest, target, source_host)), result
+    return True, ("migration of %s to %s failed (%s) and the guest is NOT running exactly once: here %s: %s; "
+                  "%s: %s. Operator action needed." % (guest, target, cause, source_host, _rows_str(src), target,
+                                                        _rows_str(tgt) if tgt_known else "unknown")), result
+
+
+# --------------------------------------------------------------------------- pre-staging
+
+NFSROOT_RE = re.compile(r"(?:^|\s)nfsroot=(?:(?P<host>[A-Za-z0-9.-]+):)?(?P<path>/\S*?)(?:,\S*)?(?:\s|$)")
+IPARG_RE = re.compile(r"(?:^|\s)ip=(?P<client>[^:\s]*):(?P<server>[^:\s]*):")
+
+
+def nfs_server(cmdline):
+    """The NFS root server of a guest kernel command line (nfsroot=HOST:/path or ip=...:SERVER:...), or None."""
+    if not cmdline:
+        return None
+    m = NFSROOT_RE.search(cmdline)
+    if not m:
+        return None
+    if m.group("host"):
+        return m.group("host")
+    ip = IPARG_RE.search(cmdline)
+    return ip.group("server") if ip and ip.group("server") else None
+
+
+def sha256_file(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def balloon(guest, target_mb, timeout=60.0, tolerance_mb=4, runner=None, xl=XL, clock=time.monotonic,
+            sleep=time.sleep):
+    """xl mem-set and wait until `xl list` shows the guest within tolerance; on timeout set the old
+    target back (the cancel rule of xenopsd PR#359). Returns a dict (ok, from_mb, to_mb, reached_mb, seconds)."""
+    runner = runner or run
+    rows = [r for r in guest_rows(runner, guest, xl) if r["role"] == "self"]
+    if not rows:
+        raise XenError("%s does not run on this host: cannot balloon it" % guest)
+    start_mb = rows[0]["memory_mb"]
+    t0 = clock()
+    run_ok([xl, "mem-set", guest, "%dm" % target_mb], 30, runner)
+    reached = start_mb
+    while clock() - t0 < timeout:
+        rows = [r for r in guest_rows(runner, guest, xl) if r["role"] == "self"]
+        reached = rows[0]["memory_mb"] if rows else None
+        if reached is not None and abs(reached - target_mb) <= tolerance_mb:
+            return dict(ok=True, from_mb=start_mb, to_mb=target_mb, reached_mb=reached,
+                        seconds=round(clock() - t0, 3), cancelled=False)
+        sleep(0.5)
+    runner([xl, "mem-set", guest, "%dm" % start_mb], 30)
+    return dict(ok=False, from_mb=start_mb, to_mb=target_mb, reached_mb=reached, seconds=round(clock() - t0, 3),
+                cancelled=True)
+
+
+def prestage(guest, target, config=None, nfs=None, balloon_to_mb=None, balloon_floor_mb=64, balloon_timeout=60.0,
+             margin_mb=16, check_mode=False, timeout=120.0, runner=None, xl=XL, clock=time.monotonic):
+    """Checks (and optional balloon) before a migration of guest to target. Returns a result dict."""
+    check_name(guest)
+    check_host(target)
+    runner = runner or run
+    steps, checks = [], []
+
+    def step(name, t0, **data):
+        steps.append(dict(name=name, seconds=round(clock() - t0, 3), **data))
+
+    t = clock()
+    info = domain_info([guest], runner=runner, timeout=min(timeout, 60), xl=xl)
+    step("source_facts", t)
+    dom = [d for d in info["domains"] if d["name"] == guest]
+    if not dom:
+        raise XenError("%s does not run on this host: nothing to pre-stage" % guest)
+    dom = dom[0]
+    files = [p for p in (dom.get("kernel"), dom.get("ramdisk"), config) if p]
+    server = nfs or nfs_server(dom.get("cmdline"))
+    t = clock()
+    try:
+        probe = probe_target(target, files=files, tcp=[(server, 2049)] if server else [],
+                             timeout=min(timeout, 120), runner=runner)
+        checks.append(dict(name="receive_path", ok=True, detail="migration key and pft-probe answer on %s" % target))
+    except XenError as exc:
+        step("probe_target", t, ok=False)
+        checks.append(dict(name="receive_path", ok=False, detail=str(exc)))
+        return dict(ready=False, checks=checks, steps=steps, changed=False, guest=dom, target_host=None)
+    step("probe_target", t, ok=True)
+    tgt_rows = find_domain(probe["domains"], guest)
+    checks.append(dict(name="not_on_target", ok=not tgt_rows,
+                       detail="target runs %s" % _rows_str(tgt_rows) if tgt_rows else "guest not on target"))
+    checks += check_target(probe, 0, 0, source_toolstack=info["host"]["toolstack_version"])
+    # memory: now, or after ballooning within limits
+    free = probe["host"]["free_memory_mb"] or 0
+    need = dom["memory_mb"] + margin_mb
+    mem = [c for c in checks if c["name"] == "memory"][0]
+    mem["ok"] = free >= need
+    mem["detail"] = "target has %d MiB free, guest has %d MiB + %d MiB margin" % (free, dom["memory_mb"], margin_mb)
+    if not mem["ok"] and balloon_to_mb:
+        floor_ok = max(balloon_to_mb, balloon_floor_mb) + margin_mb <= free
+        mem["ok"] = floor_ok
+        mem["detail"] += "; after ballooning to %d MiB: %s" % (max(balloon_to_mb, balloon_floor_mb),
+                                                                "fits" if floor_ok else "still does not fit")
+    for path in files:
+        try:
+            mine = sha256_file(path)
+        except OSError as exc:
+            checks.append(dict(name="file", path=path, ok=False, detail="cannot read here: %s" % exc))
+            continue
+        theirs = probe["files"].get(path)
+        checks.append(dict(name="file", path=path, ok=theirs == mine,
+                           detail="identical (sha256 %s)" % mine[:16] if theirs == mine else
+                           ("missing on target" if theirs is None else "differs: here %s, target %s"
+                            % (mine[:16], theirs[:16]))))
+    if server:
+        ok = probe["tcp"].get("%s:2049" % server, False)
+        checks.append(dict(name="nfs_root", ok=ok, detail="NFS server %s:2049 %s from %s"
+                           % (server, "reachable" if ok else "NOT reachable", target)))
+    result = dict(ready=all(c["ok"] for c in checks), checks=checks, steps=steps, changed=False, guest=dom,
+                  target_host=probe["host"], balloon=None)
+    if balloon_to_mb:
+        to_mb = max(balloon_to_mb, balloon_floor_mb)
+        if to_mb >= dom["memory_mb"]:
+            result["balloon"] = dict(ok=True, skipped="guest already at %d MiB <= %d MiB" % (dom["memory_mb"], to_mb))
+        elif check_mode:
+            result["balloon"] = dict(ok=None, would="balloon %s from %d MiB to %d MiB" % (guest, dom["memory_mb"],
+                                                                                         to_mb))
+            result["changed"] = True
+        else:
+            t = clock()
+            b = balloon(guest, to_mb, timeout=balloon_timeout, runner=runner, xl=xl, clock=clock)
+            step("balloon", t, **b)
+            result["balloon"] = b
+            result["changed"] = True
+            checks.append(dict(name="balloon", ok=b["ok"], detail=(
+                "ballooned from %d to %d MiB in %.1f s" % (b["from_mb"], b["reached_mb"], b["seconds"]) if b["ok"]
+                else "did not reach %d MiB within %.0f s (at %s MiB); target set back to %d MiB"
+                % (to_mb, balloon_timeout, b["reached_mb"], b["from_mb"]))))
+            result["ready"] = all(c["ok"] for c in checks)
+    return result

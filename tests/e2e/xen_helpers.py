@@ -1,0 +1,221 @@
+"""Helpers of the Xen e2e tests (tests/e2e/test_xen_*.py): a cluster of two Xen dom0s and a PV test guest.
+
+The tests need compute nodes that already run Xen with the xen_host role applied (migration key,
+forced command with pft-probe). They never start a testbed themselves: make test on CI must not
+boot a second cluster. Point them at one:
+
+* ``PFT_XEN_TESTBED=NAME``: a running testbed (``testbed/testbed --name NAME up``) whose compute
+  nodes got Xen from ``site.yml --tags xen_host``. Without it every test skips, saying so.
+* ``PFT_XEN_INVENTORY=DIR``: an inventory for that testbed (default: one written for it into a
+  temporary directory). For the shared, site.yml-provisioned testbed: ``PFT_XEN_TESTBED=<its name>``.
+* ``PFT_XEN_SOURCE`` / ``PFT_XEN_TARGET``: the two dom0s (default: the first compute node and the
+  spare, the last one).
+
+The fixture builds the LD_PRELOAD shim with the controller's gcc and copies it to both dom0s, builds
+the test guest on each (tests/e2e/xen_test_guest.sh: the node's own Debian kernel plus a busybox
+initramfs) and writes the guest configs under /etc/xen/pft-test/.
+"""
+import json
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from pft_paths import REPO
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHIM_SRC = os.path.join(REPO, "roles", "xen_host", "files", "pft-xl-progress.c")
+SHIM_DEST = "/usr/local/lib/pft/pft-xl-progress.so"
+GUEST_DIR = "/var/lib/pft/test-guest"
+CONFIG_DIR = "/etc/xen/pft-test"
+ANSIBLE = os.path.join(REPO, ".venv", "bin", "ansible")
+
+
+def build_shim(out_dir):
+    """Compile the shim on the controller; returns its path, or None without gcc."""
+    out = os.path.join(out_dir, "pft-xl-progress.so")
+    try:
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", out, SHIM_SRC, "-ldl"], check=True,
+                       capture_output=True, timeout=120)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out
+
+
+class XenCluster(object):
+    def __init__(self, tb, inventory, source, target, shim):
+        self.tb, self.inventory, self.source, self.target, self.shim = tb, inventory, source, target, shim
+        self.subnet_prefix = tb.node(source).address.rsplit(".", 1)[0]
+        self.started = []
+
+    # -- plumbing
+    def ssh(self, node, cmd, timeout=300, check=True):
+        out = subprocess.run(self.tb.ssh_argv(node, cmd), capture_output=True, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError("%s: %s failed (rc=%d): %s" % (node, cmd, out.returncode, out.stderr[-2000:]))
+        return out
+
+    def module(self, node, name, args, check=False, diff=False, timeout=1500):
+        """Run a pft module on a node with ad-hoc ansible; returns (ok, result dict)."""
+        argv = [ANSIBLE, node, "-i", self.inventory, "-m", name, "-a", json.dumps(args)]
+        if check:
+            argv.append("--check")
+        if diff:
+            argv.append("--diff")
+        env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+                   ANSIBLE_STDOUT_CALLBACK="ansible.builtin.oneline", ANSIBLE_NOCOLOR="1")
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+        for line in out.stdout.splitlines():
+            if line.startswith(node + " | ") and "=>" in line:
+                status, _, payload = line.partition(" => ")
+                return ("FAILED" not in status and "UNREACHABLE" not in status), json.loads(payload)
+        raise AssertionError("no result from %s on %s: %s %s" % (name, node, out.stdout[-3000:], out.stderr[-3000:]))
+
+    def xl_list(self, node):
+        rows = {}
+        for line in self.ssh(node, "xl list").stdout.splitlines()[1:]:
+            w = line.split()
+            if len(w) >= 6:
+                rows[w[0]] = dict(domid=int(w[1]), memory_mb=int(w[2]), state=w[4])
+        return rows
+
+    def where(self, guest):
+        """{node: [names]} for the guest's names (incl. --incoming/--migratedaway) on both nodes."""
+        out = {}
+        for node in (self.source, self.target):
+            out[node] = sorted(n for n in self.xl_list(node) if n == guest or n.startswith(guest + "--"))
+        return out
+
+    # -- the test guest
+    def guest_ip(self, index):
+        return "%s.%d" % (self.subnet_prefix, 150 + index)
+
+    def write_config(self, name, index, memory=128, dirty_mb=0, maxmem=None, nodes=None):
+        mac = "00:16:3e:7e:00:%02x" % index
+        cfg = "\n".join([
+            'name = "%s"' % name, 'type = "pv"',
+            'kernel = "%s/vmlinuz"' % GUEST_DIR, 'ramdisk = "%s/initrd.img"' % GUEST_DIR,
+            'extra = "console=hvc0 quiet pft.ip=%s/24 pft.dirty_mb=%d"' % (self.guest_ip(index), dirty_mb),
+            "memory = %d" % memory, "maxmem = %d" % (maxmem or memory), "vcpus = 1",
+            "vif = ['bridge=xenbr0,mac=%s']" % mac, 'on_crash = "destroy"', ""])
+        path = "%s/%s.cfg" % (CONFIG_DIR, name)
+        for node in nodes or (self.source, self.target):
+            self.ssh(node, "mkdir -p %s && printf %%s %s > %s" % (CONFIG_DIR, shlex.quote(cfg), path))
+        return path
+
+    def start_guest(self, name, index, node=None, memory=128, dirty_mb=0, wait=True):
+        node = node or self.source
+        self.destroy_everywhere(name)
+        path = self.write_config(name, index, memory=memory, dirty_mb=dirty_mb)
+        self.ssh(node, "xl create %s" % path, timeout=300)
+        self.started.append(name)
+        if wait:
+            self.wait_heartbeat(self.guest_ip(index), timeout=240)
+        return self.guest_ip(index)
+
+    def destroy_everywhere(self, name):
+        for node in (self.source, self.target):
+            for n in self.xl_list(node):
+                if n == name or n.startswith(name + "--"):
+                    self.ssh(node, "xl destroy %s" % n, check=False)
+
+    @staticmethod
+    def heartbeat(ip, timeout=2.0):
+        """(count, uptime, max_gap, ip, id) from the guest, or None when it does not answer."""
+        try:
+            with urllib.request.urlopen("http://%s/hb" % ip, timeout=timeout) as r:
+                hb = r.read().decode().split()
+            with urllib.request.urlopen("http://%s/id" % ip, timeout=timeout) as r:
+                gid = r.read().decode().strip()
+        except (OSError, ValueError):
+            return None
+        if len(hb) < 4:
+            return None
+        return dict(count=int(hb[0]), uptime=float(hb[1]), max_gap=float(hb[2]), ip=hb[3], id=gid)
+
+    def wait_heartbeat(self, ip, timeout=240):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            hb = self.heartbeat(ip)
+            if hb:
+                return hb
+            time.sleep(1)
+        raise AssertionError("guest %s gave no heartbeat within %d s" % (ip, timeout))
+
+
+class Poller(object):
+    """Polls a guest's heartbeat from the controller in a thread while a migration runs."""
+
+    def __init__(self, ip, interval=0.2):
+        import threading
+        self.ip, self.interval, self.samples, self._stop = ip, interval, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            t = time.monotonic()
+            self.samples.append((t, XenCluster.heartbeat(self.ip, timeout=1.0)))
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+    def answered(self):
+        return [(t, hb) for t, hb in self.samples if hb]
+
+    def longest_silence(self):
+        last, longest = None, 0.0
+        for t, hb in self.samples:
+            if hb:
+                if last is not None:
+                    longest = max(longest, t - last)
+                last = t
+        return longest
+
+
+@pytest.fixture(scope="module")
+def xen_cluster():
+    name = os.environ.get("PFT_XEN_TESTBED")
+    if not name:
+        pytest.skip("no Xen testbed: set PFT_XEN_TESTBED to a running testbed whose compute nodes run Xen "
+                    "(testbed/testbed --name NAME up; site.yml --tags xen_host); see tests/e2e/xen_helpers.py")
+    if os.geteuid() != 0:
+        pytest.skip("the Xen e2e tests need root (testbed network namespace)")
+    from pft_testbed.testbed import Testbed
+    tb = Testbed(name)
+    if not tb.exists():
+        pytest.skip("PFT_XEN_TESTBED=%s is not running" % name)
+    computes = [n.name for n in tb.nodes if n.role == "compute"]
+    source = os.environ.get("PFT_XEN_SOURCE", computes[0])
+    target = os.environ.get("PFT_XEN_TARGET", computes[-1])
+    for node in (source, target):
+        out = subprocess.run(tb.ssh_argv(node, "xl info"), capture_output=True, text=True, timeout=120)
+        if out.returncode != 0 or "xen_version" not in out.stdout:
+            pytest.skip("%s of testbed %s does not run Xen (apply site.yml --tags xen_host)" % (node, name))
+    tmp = tempfile.mkdtemp(prefix="pft-xen-e2e-")
+    inventory = os.environ.get("PFT_XEN_INVENTORY") or tb.write_inventory(os.path.join(tmp, "inventory"))
+    if os.path.isdir(inventory):
+        inventory = os.path.join(inventory, "hosts.yml")
+    shim = build_shim(tmp)
+    cluster = XenCluster(tb, inventory, source, target, shim)
+    script = open(os.path.join(HERE, "xen_test_guest.sh")).read()
+    for node in (source, target):
+        if shim:
+            subprocess.run(tb.ssh_argv(node, "mkdir -p %s && cat > %s.new && chmod 0644 %s.new && mv %s.new %s"
+                                       % (os.path.dirname(SHIM_DEST), SHIM_DEST, SHIM_DEST, SHIM_DEST, SHIM_DEST)),
+                           input=open(shim, "rb").read(), check=True, timeout=120, capture_output=True)
+        out = subprocess.run(tb.ssh_argv(node, "test -s %s/initrd.img || sh -s %s" % (GUEST_DIR, GUEST_DIR)),
+                             input=script, text=True, capture_output=True, timeout=900)
+        assert out.returncode == 0, "%s: building the test guest failed: %s" % (node, out.stderr[-2000:])
+    yield cluster
+    for name in cluster.started:
+        cluster.destroy_everywhere(name)
