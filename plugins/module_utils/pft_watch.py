@@ -241,11 +241,38 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
     return plan, state
 
 
+OWNER_PREFIX = "pft-"
+
+
+def owner_for(node, guest):
+    """The spare reservation owner of one guest's evacuation or pre-stage."""
+    return "%s%s/%s" % (OWNER_PREFIX, node, guest)
+
+
+def prestaged_targets(reservation_dir, clock=time.time, owners=False):
+    """node -> target of the live reservations held by pft's pre-stages and evacuations
+    (with ``owners``: node -> list of reservation owners)."""
+    from ansible.module_utils.pft_reservation import ReservationStore
+    out, own = {}, {}
+    for host, res in sorted(ReservationStore(reservation_dir, clock=clock).active().items()):
+        if res.owner.startswith(OWNER_PREFIX) and "/" in res.owner:
+            node = res.owner[len(OWNER_PREFIX):].split("/", 1)[0]
+            out.setdefault(node, host)
+            own.setdefault(node, []).append(res.owner)
+    return (out, own) if owners else out
+
+
 def run_decide(directory, health, quarantined=None, prestaged=None, dry_run=False, clock=time.time,
-               lock_timeout=DEFAULT_LOCK_TIMEOUT, **policy):
+               lock_timeout=DEFAULT_LOCK_TIMEOUT, reservation_dir=None, **policy):
+    """decide() with the state directory: quarantine, verdict history, alert memory, and (from
+    ``reservation_dir``) the pre-staged targets when ``prestaged`` is not given."""
+    owners = {}
+    if prestaged is None:
+        prestaged, owners = prestaged_targets(reservation_dir, clock, owners=True) if reservation_dir else ({}, {})
     store = StateDir(directory, lock_timeout=lock_timeout, clock=clock)
     if dry_run and not os.path.isdir(directory):
-        return decide(health, quarantined or [], prestaged, {}, clock(), **policy)[0]
+        plan = decide(health, quarantined or [], prestaged, {}, clock(), **policy)[0]
+        return _with_owners(plan, prestaged, owners)
     with store:
         state = store.read_json("watch-state.json", {})
         if quarantined is None:
@@ -253,6 +280,13 @@ def run_decide(directory, health, quarantined=None, prestaged=None, dry_run=Fals
         plan, new_state = decide(health, quarantined, prestaged, state, clock(), **policy)
         if not dry_run:
             store.write_json("watch-state.json", new_state)
+    return _with_owners(plan, prestaged, owners)
+
+
+def _with_owners(plan, prestaged, owners):
+    plan["prestaged"] = prestaged
+    for item in plan["release"]:
+        item["owners"] = owners.get(item["node"], [])
     return plan
 
 

@@ -39,9 +39,13 @@ options:
     type: list
     elements: str
   prestaged:
-    description: Nodes that already have a pre-staged target, mapped to that target.
+    description:
+      - Nodes that already have a pre-staged target, mapped to that target.
+      - Defaults to the live reservations in O(reservation_dir) whose owner is C(pft-<node>/<guest>).
     type: dict
-    default: {}
+  reservation_dir:
+    description: Directory of M(spare_reservation), read for O(prestaged) when that is not given.
+    type: path
   prestage_on:
     description: The verdict that pre-stages a target.
     type: str
@@ -97,7 +101,7 @@ EXAMPLES = r"""
 - name: Decide
   pft_watch_decide:
     health: "{{ pft_health }}"
-    prestaged: "{{ pft_prestaged | default({}) }}"
+    reservation_dir: /var/lib/pft/reservations
   register: pft_plan
 
 - name: Nodes to evacuate, worst first
@@ -125,7 +129,7 @@ release:
   returned: always
   type: list
   elements: dict
-  sample: [{node: compute2, target: compute3}]
+  sample: [{node: compute2, target: compute3, owners: [pft-compute2/guest2]}]
 alerts:
   description: Alerts to send (for M(pft_alert)), with severity, subject and details.
   returned: always
@@ -137,6 +141,11 @@ nodes:
   returned: always
   type: dict
   sample: {compute1: {verdict: critical, action: evacuate, why: verdict critical}}
+prestaged:
+  description: The pre-staged targets the decision used, node -> target.
+  returned: always
+  type: dict
+  sample: {compute2: compute3}
 summary:
   description: Node names per action.
   returned: always
@@ -153,7 +162,8 @@ def main():
         argument_spec=dict(
             health=dict(type="dict", required=True),
             quarantined=dict(type="list", elements="str"),
-            prestaged=dict(type="dict", default={}),
+            prestaged=dict(type="dict"),
+            reservation_dir=dict(type="path"),
             prestage_on=dict(type="str", choices=["warning", "critical"], default="warning"),
             evacuate_on=dict(type="str", choices=["warning", "critical"], default="critical"),
             realert_after=dict(type="float", default=3600),
@@ -167,6 +177,7 @@ def main():
     try:
         plan = run_decide(p["state_dir"], p["health"], quarantined=p["quarantined"], prestaged=p["prestaged"],
                           dry_run=module.check_mode, lock_timeout=p["lock_timeout"],
+                          reservation_dir=p["reservation_dir"],
                           prestage_on=p["prestage_on"], evacuate_on=p["evacuate_on"],
                           realert_after=p["realert_after"], history_len=p["history_len"])
     except WatchError as exc:

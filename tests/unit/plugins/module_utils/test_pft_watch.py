@@ -245,3 +245,17 @@ def test_controller_identity_is_the_topmost_ansible_process(tmp_path):
     assert ident and ident["pid"] != os.getpid()
     assert not pft_watch.process_alive(ident)          # that process has exited
     assert pft_watch.process_alive({"pid": os.getpid(), "start": pft_watch._proc_stat(os.getpid())[1]})
+
+
+def test_prestaged_targets_come_from_pft_reservations(tmp_path):
+    from ansible.module_utils.pft_reservation import ReservationStore
+    from ansible.module_utils.pft_watch import owner_for, prestaged_targets
+    rd = str(tmp_path / "res")
+    store = ReservationStore(rd)
+    store.reserve(["c3"], owner_for("c1", "g1"), ttl=60)
+    store.reserve(["c4"], "someone-else", ttl=60)
+    assert prestaged_targets(rd) == {"c1": "c3"}
+    plan = run_decide(str(tmp_path / "state"), health(c1="warning"), reservation_dir=rd)
+    assert plan["prestage"] == [] and plan["prestaged"] == {"c1": "c3"}
+    plan = run_decide(str(tmp_path / "state"), health(c1="ok"), reservation_dir=rd)
+    assert plan["release"] == [{"node": "c1", "target": "c3", "owners": ["pft-c1/g1"]}]
