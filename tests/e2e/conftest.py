@@ -22,6 +22,7 @@ SETUP_TIMEOUT = 2400
 
 
 def pytest_collection_modifyitems(config, items):
+    _order_site_items(items)          # site_cluster users last, with SITE_TIMEOUT (below)
     here = os.path.dirname(os.path.abspath(__file__))
     for item in items:
         if str(item.fspath).startswith(here + os.sep) and "testbed" in getattr(item, "fixturenames", ()):
@@ -54,3 +55,151 @@ def testbed():
 def testbed_inventory(testbed, tmp_path_factory):
     """Path of an inventory (hosts.yml + group_vars) for the session testbed."""
     return testbed.write_inventory(str(tmp_path_factory.mktemp("inventory")))
+
+
+# -- the provisioned pft cluster (playbooks/site.yml on the session testbed) -----------------------
+#
+# ``site_cluster`` converges playbooks/site.yml on the ``testbed`` once per session, runs it a
+# second time (idempotence), and hands later tests a :class:`SiteCluster`: the testbed, the
+# inventory, the guests and where they run. Any e2e test that needs Xen, Ganglia and running
+# guests takes this fixture instead of provisioning anything itself.
+#
+# Order: tests that use the plain ``testbed`` only (tests/e2e/test_testbed.py kills, reboots and
+# checks eth0 on bare nodes) run first; then tests/e2e/test_site.py (converge, idempotence,
+# verify); then every other test that uses ``site_cluster`` (they may migrate guests, so they come
+# after the verify). See pytest_collection_modifyitems below.
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from pft_paths import REPO
+
+SITE_TIMEOUT = 5400          # per test using site_cluster: the first one pays for converge + second run
+SITE_PLAYBOOK = os.path.join(REPO, "playbooks", "site.yml")
+SITE_VARS = os.path.join(REPO, "inventory", "testbed-site")
+VENV_BIN = os.path.join(REPO, ".venv", "bin")
+_RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def _site_order(item):
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not str(item.fspath).startswith(here + os.sep):
+        return 0
+    if "site_cluster" not in getattr(item, "fixturenames", ()):
+        return 0
+    return 1 if os.path.basename(str(item.fspath)) == "test_site.py" else 2
+
+
+def _order_site_items(items):
+    """Called by pytest_collection_modifyitems above: plain-testbed tests, test_site.py, other site users."""
+    items[:] = sorted(items, key=_site_order)        # stable: the order within each class is kept
+    for item in items:
+        if _site_order(item) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SITE_TIMEOUT))
+
+
+@dataclass
+class PlaybookRun:
+    """One ansible-playbook run: exit code, wall time, PLAY RECAP per host, full output."""
+    rc: int
+    seconds: float
+    recap: dict                   # host -> {"ok": n, "changed": n, "unreachable": n, "failed": n}
+    output: str
+    log: str                      # path of the saved output
+
+    def changed(self):
+        return {h: r["changed"] for h, r in self.recap.items() if r["changed"]}
+
+    def tail(self, lines=80):
+        return "\n".join(self.output.splitlines()[-lines:])
+
+
+@dataclass
+class SiteCluster:
+    testbed: object               # pft_testbed.testbed.Testbed, up
+    hosts_file: str               # the testbed's inventory (hosts.yml + group_vars: BMC, testbed facts)
+    site_vars: str                # inventory/testbed-site (pft_cluster_*, pft_guests, role variables)
+    logdir: str
+    guests: list = field(default_factory=list)   # [{"name", "host", "mac", "ip"}] from pft_guests
+    converge: PlaybookRun = None
+    idempotence: PlaybookRun = None
+
+    @property
+    def inventory_args(self):
+        """ansible-playbook / ansible arguments for this cluster."""
+        return ["-i", self.hosts_file, "-i", self.site_vars]
+
+    @property
+    def spares(self):
+        return [n.name for n in self.testbed.nodes if n.spare]
+
+    @property
+    def compute(self):
+        return [n.name for n in self.testbed.nodes if n.role == "compute"]
+
+    def guest(self, name):
+        return next(g for g in self.guests if g["name"] == name)
+
+    def env(self):
+        return dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
+                    ANSIBLE_NOCOLOR="1", PY_COLORS="0", PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
+
+    def playbook(self, playbook, *args, name=None, timeout=3600):
+        """Run a playbook against the cluster; returns a PlaybookRun (never raises on failure)."""
+        name = name or os.path.splitext(os.path.basename(playbook))[0]
+        log = os.path.join(self.logdir, f"{name}.log")
+        argv = [os.path.join(VENV_BIN, "ansible-playbook"), *self.inventory_args, playbook, *args]
+        started = time.monotonic()
+        with open(log, "w") as f:
+            proc = subprocess.run(argv, cwd=REPO, env=self.env(), stdout=f, stderr=subprocess.STDOUT,
+                                  text=True, timeout=timeout)
+        seconds = time.monotonic() - started
+        output = open(log, errors="replace").read()
+        recap = {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
+                              "failed": int(m.group(5))} for m in _RECAP.finditer(output.split("PLAY RECAP")[-1])}
+        return PlaybookRun(proc.returncode, seconds, recap, output, log)
+
+    def ansible(self, pattern, module, args="", timeout=600):
+        """Ad-hoc module run (e.g. ansible.builtin.command) on hosts of the cluster; CompletedProcess."""
+        argv = [os.path.join(VENV_BIN, "ansible"), *self.inventory_args, pattern, "-m", module]
+        if args:
+            argv += ["-a", args]
+        return subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout)
+
+    def read_guests(self):
+        env = dict(self.env(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+        argv = [os.path.join(VENV_BIN, "ansible"), *self.inventory_args, "head", "-m", "ansible.builtin.debug",
+                "-a", "var=pft_guests"]
+        out = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True)
+        result = json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"]["head"]["pft_guests"]
+        return [{k: g[k] for k in ("name", "host", "mac", "ip")} for g in result]
+
+
+def _site_progress(msg):
+    print(f"[site] {msg}", flush=True)
+
+
+@pytest.fixture(scope="session")
+def site_cluster(testbed, testbed_inventory, tmp_path_factory):
+    """The session testbed provisioned by playbooks/site.yml (converged once, then run again).
+
+    Fails (for every test that uses it) if the converge fails; the idempotence result is left to
+    tests/e2e/test_site.py to judge. Logs: SiteCluster.logdir (converge.log, idempotence.log).
+    """
+    cluster = SiteCluster(testbed, testbed_inventory, SITE_VARS, str(tmp_path_factory.mktemp("site")))
+    _site_progress(f"converging {SITE_PLAYBOOK} on testbed {testbed.name} (logs in {cluster.logdir})")
+    cluster.converge = cluster.playbook(SITE_PLAYBOOK, name="converge")
+    _site_progress(f"converge: rc={cluster.converge.rc} in {cluster.converge.seconds:.0f} s")
+    if cluster.converge.rc != 0:
+        sys.stdout.write(cluster.converge.tail(150) + "\n")
+        pytest.fail(f"site.yml did not converge on testbed {testbed.name} (rc {cluster.converge.rc}, "
+                    f"{cluster.converge.seconds:.0f} s); log: {cluster.converge.log}")
+    cluster.idempotence = cluster.playbook(SITE_PLAYBOOK, name="idempotence")
+    _site_progress(f"second run: rc={cluster.idempotence.rc} in {cluster.idempotence.seconds:.0f} s, "
+                   f"changed: {cluster.idempotence.changed() or 'none'}")
+    cluster.guests = cluster.read_guests()
+    return cluster
