@@ -110,7 +110,7 @@ def test_install_writes_the_files_with_their_modes(installed):
     assert f"ansible_playbook={installed['project']}/.venv/bin/ansible-playbook\n" in text
     assert f"vault_password_file={installed['secret']}\n" in text
     assert "flock -n 9" in text and "timeout --kill-after" in text
-    assert "run_timeout=300\n" in text
+    assert "run_timeout=1200\n" in text                   # pft_migration_deadline (900) + 300
 
     varsfile = s / "etc/pft/watch-vars.yml"
     assert mode_of(varsfile) == (0o600, 0, 0)
@@ -124,8 +124,7 @@ def test_install_writes_the_files_with_their_modes(installed):
         assert re.search(rf"^\s+{directive}$", conf, re.M), directive
     assert subprocess.run(["logrotate", "-d", str(logrotate)], capture_output=True).returncode == 0
 
-    for d in ("etc/pft", "var/lib/pft", "var/lib/pft/reservations", "var/lib/pft/audit",
-              "var/lib/pft/quarantine", "var/log/pft"):
+    for d in ("etc/pft", "var/lib/pft", "var/lib/pft/reservations", "var/lib/pft/journal", "var/log/pft"):
         assert mode_of(s / d) == (0o750, 0, 0), d
 
 
