@@ -17,8 +17,10 @@ import argparse
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +58,25 @@ class Demo:
         self.tb = Testbed(args.name, progress=lambda m: say(m))
         self.samples = {"sensor": [], "placement": [], "mpi": []}
         self.heated_at = None
+        self.syslog_path = self.syslog()
+
+    def syslog(self):
+        """The watch's alerts go to syslog; the demo listens on its own socket and shows them."""
+        path = os.path.join(self.run_dir, "syslog.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        log = open(os.path.join(self.run_dir, "alerts.log"), "a")
+
+        def loop():
+            while True:
+                data = sock.recv(65536).decode(errors="replace")
+                log.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + data + "\n")
+                log.flush()
+                text = data.split(": ", 1)[-1] if data.startswith("<") else data
+                say("\033[33malert | %s\033[0m" % text[:200])
+        threading.Thread(target=loop, daemon=True).start()
+        return path
 
     # -- helpers ------------------------------------------------------------------
     def env(self):
@@ -147,7 +168,8 @@ class Demo:
         extra = {"pft_watch_inventory": [self.hosts, os.path.join(REPO, "inventory", "testbed-site")],
                  "pft_watch_log_file": os.path.join(self.run_dir, "watch.log"),
                  "pft_watch_state_dir": self.state_dir,
-                 "pft_watch_extra_vars": {"pft_state_dir": self.state_dir},
+                 "pft_watch_extra_vars": {"pft_state_dir": self.state_dir,
+                                          "pft_alert_syslog_socket": self.syslog_path},
                  "pft_watch_enabled": True}
         path = os.path.join(self.run_dir, "watch-install-vars.json")
         with open(path, "w") as fh:
@@ -287,6 +309,7 @@ class Demo:
                           "-e", "@" + os.path.join(self.run_dir, "watch-install-vars.json"), check=False)
             say("watch cron removed again (--keep-watch leaves it)")
         for what, rel in (("run directory", ""), ("watch log", "watch.log"), ("audit log", "state/audit.jsonl"),
+                          ("alerts", "alerts.log"),
                           ("site.yml log", "site.log"), ("timeline", "timeline.png")):
             print("  %-14s %s" % (what, os.path.relpath(os.path.join(self.run_dir, rel), REPO)))
         print("  tear down:     testbed/testbed --name %s down" % shlex.quote(self.args.name))
