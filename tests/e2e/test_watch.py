@@ -1,0 +1,258 @@
+"""End-to-end: the proactive loop (watch.yml, evacuate.yml, return.yml) on the provisioned testbed.
+
+Uses ``site_cluster`` (tests/e2e/conftest.py): head + compute1..3, guest1 on compute1, guest2 on
+compute2, compute3 the spare, all provisioned by site.yml. Every test starts from that placement
+with cool sensors and its own state directory, and puts the guests back when it moved them.
+"""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from pft_paths import REPO
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not os.environ.get("PFT_E2E_SITE"),
+                                 reason="needs the site.yml-provisioned testbed: PFT_E2E_SITE=1 (docs/site.md)")]
+
+WATCH = os.path.join(REPO, "playbooks", "watch.yml")
+EVACUATE = os.path.join(REPO, "playbooks", "evacuate.yml")
+RETURN = os.path.join(REPO, "playbooks", "return.yml")
+HOME = {"guest1": "compute1", "guest2": "compute2"}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def placement(cluster):
+    """guest -> list of nodes whose `xl list` shows it (so that 'exactly once' can be asserted)."""
+    where = {}
+    for node in cluster.compute:
+        out = cluster.testbed.ssh(node, "xl list", timeout=60).stdout.splitlines()[1:]
+        for line in out:
+            name = line.split()[0]
+            if name != "Domain-0":
+                where.setdefault(name, []).append(node)
+    return where
+
+
+def restore(cluster):
+    """Back to the provisioned state: sensors cool, BMCs up, every guest on its home node."""
+    for node in cluster.compute:
+        cluster.testbed.cool(node)
+    where = placement(cluster)
+    for guest, home in HOME.items():
+        nodes = where.get(guest, [])
+        assert len(nodes) == 1, "guest %s runs on %s" % (guest, nodes)
+        if nodes[0] != home:
+            out = cluster.ansible(nodes[0], "xen_migrate", "guest=%s target=%s" % (guest, home), timeout=1200)
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert placement(cluster) == {g: [h] for g, h in HOME.items()}
+
+
+@pytest.fixture()
+def cluster(site_cluster, tmp_path):
+    restore(site_cluster)
+    site_cluster.state_dir = str(tmp_path / "state")
+    site_cluster.syslog = Syslog(str(tmp_path / "syslog.sock"))
+    yield site_cluster
+    site_cluster.syslog.close()
+    restore(site_cluster)
+
+
+class Syslog:
+    """A unix datagram socket standing in for /dev/log; the watch's alerts arrive here."""
+
+    def __init__(self, path):
+        import socket
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.2)
+
+    def drain(self):
+        import socket
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recv(65536).decode(errors="replace"))
+            except socket.timeout:
+                return out
+
+    def close(self):
+        self.sock.close()
+
+
+def run(cluster, playbook, *extra, window=25, name=None, timeout=1800):
+    args = ["-e", "pft_state_dir=%s" % cluster.state_dir, "-e", "pft_alert_syslog_socket=%s" % cluster.syslog.path,
+            "-e", "pft_watch_window=%s" % window] + list(extra)
+    return cluster.playbook(playbook, *args, name=name, timeout=timeout)
+
+
+def audit(cluster):
+    path = os.path.join(cluster.state_dir, "audit.jsonl")
+    if not os.path.exists(path):
+        return []
+    return [json.loads(line) for line in open(path)]
+
+
+def guest_key(cluster, tmp_path):
+    path = str(tmp_path / "guest_key")
+    key = cluster.testbed.ssh("head", "cat /srv/pft/guest-root/root/.ssh/id_ed25519").stdout
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return path
+
+
+def guest_ssh(key, ip, command, timeout=60):
+    argv = ["ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "root@" + ip, command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def heat_soon(cluster, node, value, delay=8.0, sensor="CPU1 Temp"):
+    """Heat a sensor a few seconds after the watch started sampling (in a thread)."""
+    t = threading.Thread(target=lambda: (time.sleep(delay), cluster.testbed.heat(node, sensor, value)))
+    t.start()
+    return t
+
+
+# -- tests ------------------------------------------------------------------------------------------
+def test_heated_node_guest_moves_and_mpi_job_is_correct(cluster, tmp_path):
+    key = guest_key(cluster, tmp_path)
+    g1 = cluster.guest("guest1")["ip"]
+    start = guest_ssh(key, g1, "nohup mpiexec -f /etc/pft/mpi-hosts -n %d pft-mpi-job --steps 90 --pause 1 "
+                               "> /root/job.log 2>&1 < /dev/null & echo started" % len(HOME))
+    assert start.returncode == 0, start.stderr
+    cluster.testbed.heat("compute1", "CPU1 Temp", 92)
+    result = run(cluster, WATCH, window=30, name="watch-heated")
+    assert result.rc == 0, result.tail()
+    assert placement(cluster)["guest1"] == ["compute3"]           # exactly once, on the spare
+    recs = [r for r in audit(cluster) if r.get("outcome") == "migrated"]
+    assert len(recs) == 1, audit(cluster)
+    rec = recs[0]
+    assert rec["node"] == "compute1" and rec["guest"] == "guest1" and rec["target"] == "compute3"
+    assert rec["verdict"] == "critical" and rec["sensors"]["CPU1 Temp"]["value"] == pytest.approx(92, abs=1)
+    assert rec["verdict_history"][-1]["verdict"] == "critical"
+    assert [r["host"] for r in rec["ranking"]][:1] == ["compute3"]
+    assert rec["migration"]["total_s"] > 0 and rec["migration"]["iterations"], rec["migration"]
+    assert rec["started_at"] and rec["finished_at"] and rec["status"] == "completed"
+    # quarantined, and the alerts went out
+    q = json.load(open(os.path.join(cluster.state_dir, "quarantine.json")))
+    assert "compute1" in q["nodes"]
+    alerts = " ".join(cluster.syslog.drain())
+    assert "compute1 is critical" in alerts and "guest1 moved from compute1 to compute3" in alerts
+    # the guest keeps its address, and the MPI job finishes with the right answer
+    deadline = time.monotonic() + 900
+    out = ""
+    while time.monotonic() < deadline:
+        proc = guest_ssh(key, g1, "cat /root/job.log", timeout=30)
+        out = proc.stdout
+        if "pft-mpi-job done" in out:
+            break
+        time.sleep(10)
+    assert "result=correct" in out, out[-2000:]
+    # back into service after cooling
+    cluster.testbed.cool("compute1")
+    back = run(cluster, RETURN, "-e", "node=compute1", name="return")
+    assert back.rc == 0, back.tail()
+    assert "compute1" not in json.load(open(os.path.join(cluster.state_dir, "quarantine.json")))["nodes"]
+
+
+def test_unreachable_bmc_alerts_and_never_migrates(cluster):
+    cluster.testbed.bmc_fail("compute1")
+    try:
+        result = run(cluster, WATCH, window=6, name="watch-bmc-fail")
+    finally:
+        cluster.testbed.bmc_restore("compute1")
+    assert result.rc == 0, result.tail()
+    assert "compute1: unknown -> alert" in " ".join(result.output.split())
+    assert placement(cluster)["guest1"] == ["compute1"]
+    assert [r for r in audit(cluster) if r.get("outcome") == "migrated"] == []
+    assert any("compute1 is unknown" in m for m in cluster.syslog.drain())
+
+
+def test_warning_prestages_then_critical_uses_the_prestaged_target(cluster):
+    cluster.testbed.heat("compute2", "CPU1 Temp", 78)
+    first = run(cluster, WATCH, window=20, name="watch-warning")
+    assert first.rc == 0, first.tail()
+    assert placement(cluster)["guest2"] == ["compute2"]                 # pre-staged only
+    pre = [r for r in audit(cluster) if r.get("outcome") == "prestaged"]
+    assert len(pre) == 1 and pre[0]["target"] == "compute3" and pre[0]["prestage"]["ready"], audit(cluster)
+    assert os.path.exists(os.path.join(cluster.state_dir, "reservations", "compute3.json"))
+    cluster.testbed.heat("compute2", "CPU1 Temp", 92)
+    second = run(cluster, WATCH, window=20, name="watch-critical")
+    assert second.rc == 0, second.tail()
+    assert placement(cluster)["guest2"] == ["compute3"]
+    mig = [r for r in audit(cluster) if r.get("outcome") == "migrated"]
+    assert len(mig) == 1 and mig[0]["target"] == "compute3"
+    assert "already pre-staged on compute3" not in second.output                  # it was critical now
+    assert not os.path.exists(os.path.join(cluster.state_dir, "reservations", "compute3.json"))
+
+
+def test_two_hot_nodes_one_spare_one_moves_other_gets_no_target(cluster):
+    cluster.testbed.heat("compute1", "CPU1 Temp", 92)
+    cluster.testbed.heat("compute2", "CPU1 Temp", 92)
+    result = run(cluster, WATCH, window=20, name="watch-two-hot")
+    assert result.rc == 0, result.tail()
+    where = placement(cluster)
+    assert where["guest1"] == ["compute3"] and where["guest2"] == ["compute2"], where
+    outcomes = {r["node"]: r["outcome"] for r in audit(cluster)}
+    assert outcomes == {"compute1": "migrated", "compute2": "no-target"}, audit(cluster)
+    assert any("no target for guest2 of compute2" in m for m in cluster.syslog.drain())
+
+
+def test_evacuate_plan_only_then_confirmed_and_check_mode(cluster):
+    plan = run(cluster, EVACUATE, "-e", "node=compute2", name="evacuate-plan")
+    assert plan.rc == 0, plan.tail()
+    assert "plan only" in plan.output and "compute3" in plan.output
+    assert placement(cluster)["guest2"] == ["compute2"] and audit(cluster) == []
+    check = run(cluster, EVACUATE, "-e", "node=compute2", "-e", "confirm=true", "--check", name="evacuate-check")
+    assert check.rc == 0, check.tail()
+    assert placement(cluster)["guest2"] == ["compute2"] and audit(cluster) == []
+    go = run(cluster, EVACUATE, "-e", "node=compute2", "-e", "confirm=true", name="evacuate")
+    assert go.rc == 0, go.tail()
+    assert placement(cluster)["guest2"] == ["compute3"]
+    rec = [r for r in audit(cluster) if r.get("outcome") == "migrated"][0]
+    assert rec["verdict"] == "maintenance" and rec["node"] == "compute2"
+    bad = run(cluster, EVACUATE, "-e", "node=nosuchnode", name="evacuate-bad")
+    assert bad.rc != 0 and "nosuchnode" in bad.output
+
+
+def test_controller_killed_mid_evacuation_is_reconciled(cluster):
+    """SIGKILL the ansible-playbook of an evacuation while xen_migrate runs; the next watch run
+    finds the guest running exactly once, completes the record and releases the reservation."""
+    argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), *cluster.inventory_args, EVACUATE,
+            "-e", "node=compute1", "-e", "confirm=true", "-e", "pft_state_dir=%s" % cluster.state_dir,
+            "-e", "pft_alert_syslog_socket=%s" % cluster.syslog.path]
+    log = open(os.path.join(cluster.logdir, "evacuate-killed.log"), "w")
+    proc = subprocess.Popen(argv, cwd=REPO, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    journal = os.path.join(cluster.state_dir, "journal")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not (os.path.isdir(journal) and os.listdir(journal)):
+        time.sleep(0.5)
+    assert os.listdir(journal), "the evacuation never journaled"
+    time.sleep(15)                                   # inside xen_migrate by now
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    log.close()
+    assert os.listdir(journal)                       # left behind by the killed run
+    # wait until no xl migrate runs on the source any more (it either finished or was cut off)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        busy = cluster.testbed.ssh("compute1", "pgrep -f 'xl.*migrate' || true", timeout=60).stdout.strip()
+        if not busy:
+            break
+        time.sleep(5)
+    result = run(cluster, WATCH, window=3, name="watch-reconcile")
+    assert result.rc == 0, result.tail()
+    where = placement(cluster)
+    assert len(where["guest1"]) == 1, where                                    # exactly once
+    assert os.listdir(journal) == []
+    rec = [r for r in audit(cluster) if r.get("outcome") == "reconciled"]
+    assert len(rec) == 1 and rec[0]["running_on"] == where["guest1"][0], audit(cluster)
+    assert not os.path.exists(os.path.join(cluster.state_dir, "reservations", "compute3.json"))
