@@ -69,10 +69,10 @@ def render(samples, heated_at, path, watch_state=None, node="compute1", sensor="
                       (start, 0.95), xycoords=("data", "axes fraction"), fontsize=8, va="top")
         its = ((rec.get("migration") or {}).get("iterations")) or []
         if its:
-            mig_t0 = (rec.get("migration") or {}).get("started") or rec["started"]
+            mig_t0 = (rec.get("migration") or {}).get("wall_t0") or rec["started"]
             xs, ys = [], []
             for i, it in enumerate(its):
-                at = it.get("t") if it.get("t") is not None else it.get("start_s")
+                at = it.get("t_start_s")
                 xs.append((mig_t0 + at - t0) if at is not None else start + i * (end - start) / max(len(its), 1))
                 ys.append(it.get("pages") or 0)
             ax_m.bar(xs, ys, width=max((end - start) / max(len(its), 1) * 0.6, 0.5), color="tab:blue",
