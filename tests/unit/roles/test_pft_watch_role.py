@@ -53,7 +53,7 @@ def make_tree(root):
         "root": root, "project": proj, "sys": sysroot, "secret": secret, "inventory": local,
         "vars": {
             "pft_watch_project_dir": str(proj),
-            "pft_watch_inventory": [str(proj / "inventory" / "hosts.yml")],
+            "pft_watch_inventory": str(proj / "inventory" / "hosts.yml"),      # one path, not a list
             "pft_watch_vault_password_file": str(secret),
             "pft_watch_extra_vars": {"pft_watch_test_value": 42, "pft_alert_webhook": "https://example.invalid/hook"},
             "pft_watch_lock_file": str(sysroot / "run/lock/pft-watch.lock"),
@@ -165,11 +165,13 @@ def test_a_second_run_changes_nothing(installed):
 
 def test_check_mode_predicts_and_changes_nothing(tmp_path):
     tree = make_tree(tmp_path)
+    del tree["vars"]["pft_watch_inventory"]            # the default: this run's inventory sources
     before = files_under(tree["sys"])
     out, recap = apply(tree, "--check")
     assert out.returncode == 0, out.stdout + out.stderr
     assert recap["failed"] == 0 and recap["changed"] > 0
     assert files_under(tree["sys"]) == before
+    assert f"{tree['inventory']}" in out.stdout        # the inventory source checked (loop label)
 
 
 def test_a_vault_file_readable_by_others_is_refused(tmp_path):

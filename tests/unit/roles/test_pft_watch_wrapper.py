@@ -91,7 +91,7 @@ def rendered(tmp_path_factory):
         "pft_watch_ansible_config": str(proj / "ansible.cfg"),
         "pft_watch__ansible_playbook": str(fake),
         "pft_watch_playbook": str(proj / "playbooks" / "watch.yml"),
-        "pft_watch_inventory": [str(proj / "inventory" / "hosts.yml"), str(proj / "inventory")],
+        "pft_watch__inventory": [str(proj / "inventory" / "hosts.yml"), str(proj / "inventory")],
         "pft_watch_conf_dir": str(conf),
         "pft_watch_vault_password_file": str(secret),
         "pft_watch_lock_file": str(project["lock"]),
@@ -151,13 +151,23 @@ def wait_for(path, proc=None, limit=120):
     pytest.fail(f"{path} never appeared")
 
 
-def gone(pid):
-    """True when pid has ended (a zombie left to an init that does not reap counts as ended)."""
+def ended(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
             return re.search(r"^State:\s+Z", f.read(), re.M) is not None
     except FileNotFoundError:
         return True
+
+
+def gone(pid, limit=30):
+    """True when pid has ended (a zombie left to an init that does not reap counts as ended).
+    A SIGKILL sent to a process group is delivered asynchronously: a loaded machine may need a
+    moment to end every member, so this waits up to ``limit`` seconds (a bound, not an assertion)."""
+    for _ in range(limit * 20):
+        if ended(pid):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def log_text(project):
