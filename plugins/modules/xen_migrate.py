@@ -18,7 +18,8 @@ description:
     the module turns into pages per round, dirty rate, final-round pages, throughput and a downtime estimate.
     Without the shim the migration runs the same, with C(xl -vvv), and RV(stats.instrumentation) is
     C(no-progress)."
-  - "Convergence guard: from round 2 on, a round not smaller than O(convergence_shrink) times the one before
+  - "Convergence guard: from round 2 on, a round of at least O(convergence_min_pages) pages that is not smaller
+    than O(convergence_shrink) times the one before
     (or a predicted final copy longer than O(max_downtime)) means no convergence; then O(on_no_convergence)
     decides. Xen 4.17 has no in-band switch: C(stop-and-copy) pauses the guest (it stops dirtying pages, the
     next round is empty, libxc suspends it) and unpauses it for the suspend request; C(abort) ends the
@@ -59,6 +60,10 @@ options:
       no convergence.
     type: float
     default: 0.8
+  convergence_min_pages:
+    description: Rounds smaller than this many pages are never judged as not converging.
+    type: int
+    default: 1024
   max_downtime:
     description: Seconds; at Xen's last live round, a predicted final copy longer than this counts as no
       convergence. Unset to not use.
@@ -246,6 +251,7 @@ def main():
             on_no_convergence=dict(type="str", choices=["stop-and-copy", "abort", "continue"],
                                    default="stop-and-copy"),
             convergence_shrink=dict(type="float", default=0.8),
+            convergence_min_pages=dict(type="int", default=1024),
             max_downtime=dict(type="float"),
             deadline=dict(type="float", default=900.0),
             stall_timeout=dict(type="float", default=90.0),
@@ -261,7 +267,8 @@ def main():
             module.fail_json(msg="%s must be > 0, got %s" % (key, p[key]))
     if not 0 < p["convergence_shrink"] <= 2:
         module.fail_json(msg="convergence_shrink must be in (0, 2], got %s" % p["convergence_shrink"])
-    guard = ConvergenceGuard(shrink=p["convergence_shrink"], max_downtime_s=p["max_downtime"])
+    guard = ConvergenceGuard(shrink=p["convergence_shrink"], max_downtime_s=p["max_downtime"],
+                             min_pages=p["convergence_min_pages"])
     try:
         failed, msg, result = migrate(p["guest"], p["target"], mode=p["mode"],
                                       on_no_convergence=p["on_no_convergence"], deadline=p["deadline"],

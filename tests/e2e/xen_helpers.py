@@ -61,7 +61,7 @@ class XenCluster(object):
 
     def module(self, node, name, args, check=False, diff=False, timeout=1500):
         """Run a pft module on a node with ad-hoc ansible; returns (ok, result dict)."""
-        argv = [ANSIBLE, node, "-i", self.inventory, "-m", name, "-a", json.dumps(args)]
+        argv = [ANSIBLE, node, "-i", self.inventory, "-m", name] + (["-a", json.dumps(args)] if args else [])
         if check:
             argv.append("--check")
         if diff:
@@ -94,12 +94,13 @@ class XenCluster(object):
     def guest_ip(self, index):
         return "%s.%d" % (self.subnet_prefix, 150 + index)
 
-    def write_config(self, name, index, memory=128, dirty_mb=0, maxmem=None, nodes=None):
+    def write_config(self, name, index, memory=128, dirty_mb=0, maxmem=None, nodes=None, dirty_every=0):
         mac = "00:16:3e:7e:00:%02x" % index
         cfg = "\n".join([
             'name = "%s"' % name, 'type = "pv"',
             'kernel = "%s/vmlinuz"' % GUEST_DIR, 'ramdisk = "%s/initrd.img"' % GUEST_DIR,
-            'extra = "console=hvc0 quiet pft.ip=%s/24 pft.dirty_mb=%d"' % (self.guest_ip(index), dirty_mb),
+            'extra = "console=hvc0 quiet pft.ip=%s/24 pft.dirty_mb=%d pft.dirty_every=%d"'
+            % (self.guest_ip(index), dirty_mb, dirty_every),
             "memory = %d" % memory, "maxmem = %d" % (maxmem or memory), "vcpus = 1",
             "vif = ['bridge=xenbr0,mac=%s']" % mac, 'on_crash = "destroy"', ""])
         path = "%s/%s.cfg" % (CONFIG_DIR, name)
@@ -107,10 +108,10 @@ class XenCluster(object):
             self.ssh(node, "mkdir -p %s && printf %%s %s > %s" % (CONFIG_DIR, shlex.quote(cfg), path))
         return path
 
-    def start_guest(self, name, index, node=None, memory=128, dirty_mb=0, wait=True):
+    def start_guest(self, name, index, node=None, memory=128, dirty_mb=0, dirty_every=0, wait=True):
         node = node or self.source
         self.destroy_everywhere(name)
-        path = self.write_config(name, index, memory=memory, dirty_mb=dirty_mb)
+        path = self.write_config(name, index, memory=memory, dirty_mb=dirty_mb, dirty_every=dirty_every)
         self.ssh(node, "xl create %s" % path, timeout=300)
         self.started.append(name)
         if wait:

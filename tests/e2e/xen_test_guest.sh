@@ -10,6 +10,7 @@
 #               (count never resets while the guest lives; max_gap_s is the largest gap between
 #               two ticks as the guest's own uptime clock saw it)
 #   /www/id     a random id chosen at boot (a restarted guest has another one)
+#   /www/meminfo the guest's /proc/meminfo, refreshed every second (its working set, measured inside)
 # and, with pft.dirty_mb=N, a loop that rewrites N MiB of its RAM (a tmpfs file) every
 # pft.dirty_every seconds (default 0: continuously), so migration has a working set to chase.
 set -eu
@@ -62,6 +63,7 @@ httpd -p 80 -h /www
         last="$cs"
         echo "$n $up $((max / 100)).$(( max % 100 / 10 ))$(( max % 10 )) ${ip%/*}" > /www/hb.new
         mv /www/hb.new /www/hb
+        [ $((n % 10)) = 1 ] && cat /proc/meminfo > /www/meminfo
         usleep 100000
     done
 ) &
