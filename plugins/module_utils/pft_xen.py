@@ -403,6 +403,7 @@ class MigrationLog(object):
             self._mark("saving", t)
             if self.phase == "connect":
                 self.phase = "live"
+            ev.append(("saving",))
             return ev
         if SUSPEND_REQ_RE.search(line):
             self._mark("suspend_request", t)
@@ -691,8 +692,6 @@ class Migration(object):
         self.wall_t0 = time.time()
         self.log = MigrationLog(t0)
         self.abort_t = None
-        if self.mode == "stop-and-copy":
-            self.pause(t0)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env, close_fds=True)
         fd = self.proc.stdout.fileno()
@@ -765,7 +764,13 @@ class Migration(object):
 
     def _on_event(self, t, ev):
         kind = ev[0]
-        if kind == "round_start":
+        if kind == "saving" and self.mode == "stop-and-copy" and not self.paused_by_us:
+            # Pause only once libxc has read the domain's info (it logs "Saving domain" after that):
+            # a guest already paused when the save starts makes libxc treat every transient bad
+            # page-table entry as fatal ("Bad mfn for L1", recorded on the testbed).
+            self.pause(t)
+            self.pause_t = t
+        elif kind == "round_start":
             r = ev[1]
             self._event(t, "round_start", iteration=r.label, final=r.final, pages=r.pages)
             if not r.final and self.guard_verdict is None:

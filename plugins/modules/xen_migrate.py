@@ -25,9 +25,12 @@ description:
     next round is empty, libxc suspends it) and unpauses it for the suspend request; C(abort) ends the
     migration cleanly (SIGTERM to C(libxl-save-helper)) and the guest keeps running here; C(continue) lets
     Xen finish (at most 5 live rounds)."
-  - "O(mode=stop-and-copy) pauses the guest before the transfer, so all its memory is copied while it is
-    stopped (the alternative of seed 002 section 4.6), over the same safe C(xl migrate) handshake (the
-    source copy is destroyed only after the target has the whole guest)."
+  - "O(mode=stop-and-copy) pauses the guest as soon as libxc starts the save (its C(Saving domain) line),
+    so all its memory is copied while it is stopped (the alternative of seed 002 section 4.6), and unpauses
+    it when that first pass ends so that it can answer the suspend request; the next round is then almost
+    empty. It uses the same safe C(xl migrate) handshake (the source copy is destroyed only after the
+    target has the whole guest). Pausing before C(xl migrate) starts makes libxc 4.17 fail the save
+    (C(Bad mfn for L1), seen on the testbed)."
   - O(deadline) and O(stall_timeout) abort the migration cleanly while that is still possible (before
     C(Giving target permission to start)); after that point the module waits for C(xl).
   - "After: success means xl succeeded, the guest runs on the target exactly once and is gone from here.

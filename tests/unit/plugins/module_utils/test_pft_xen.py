@@ -395,3 +395,13 @@ def test_migration_log_without_shim_lines():
     assert not log.progress_seen and log.rounds == []
     st = log.stats(t_end=62.0)
     assert st["downtime_log_s"] == pytest.approx(9.0)
+
+
+def test_migration_log_failed_at_sender_recorded():
+    log, events = replay("migrate-paused-failed.txt")
+    assert log.result == "Migration failed, failed to suspend at sender."
+    assert "no_return" not in log.markers and "suspended" not in log.markers
+    assert [r.label for r in log.rounds] == [0] and log.rounds[0].pages == 32768
+    assert any("Bad mfn" in e for e in log.errors) and any("Domain creation failed" in e for e in log.errors)
+    st = log.stats(t_end=24.3)
+    assert st["final_round_pages"] is None and st["downtime_estimate_s"] is None
