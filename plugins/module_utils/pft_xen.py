@@ -741,8 +741,10 @@ class Migration(object):
                         pass
                     killed_ssh = True
             # paused too long without the expected round: let the guest answer a suspend request
-            if self.paused_by_us and self.pause_t is not None and now - self.pause_t > self.max_pause_s:
-                self.unpause(now, "paused for %.0f s without a round end" % self.max_pause_s)
+            # (xl prints a line every 1024 pages while a round runs; silence means libxl waits for the
+            # guest to answer its suspend request, which a paused PV guest cannot do)
+            if self.paused_by_us and self.pause_t is not None and now - last_activity > self.max_pause_s:
+                self.unpause(now, "paused, and no output for %.0f s" % self.max_pause_s)
         if buf:
             line = buf.decode("utf-8", "replace")
             self.lines.append((round(self.clock() - t0, 3), line))
@@ -760,7 +762,7 @@ class Migration(object):
         return rc
 
     pause_t = None
-    max_pause_s = 45.0
+    max_pause_s = 20.0
 
     def _on_event(self, t, ev):
         kind = ev[0]

@@ -405,3 +405,11 @@ def test_migration_log_failed_at_sender_recorded():
     assert any("Bad mfn" in e for e in log.errors) and any("Domain creation failed" in e for e in log.errors)
     st = log.stats(t_end=24.3)
     assert st["final_round_pages"] is None and st["downtime_estimate_s"] is None
+
+
+def test_migration_log_stop_and_copy_recorded():
+    log, events = replay("migrate-stop-and-copy.txt")
+    kinds = [k for _, k in events]
+    assert kinds[0] == "saving" and kinds.count("suspended") == 1 and log.result == "Migration successful."
+    assert [r.pages for r in log.live_rounds()] == [32768, 294, 175, 184, 193]
+    assert log.final_round().pages == 369
