@@ -413,3 +413,20 @@ def test_migration_log_stop_and_copy_recorded():
     assert kinds[0] == "saving" and kinds.count("suspended") == 1 and log.result == "Migration successful."
     assert [r.pages for r in log.live_rounds()] == [32768, 294, 175, 184, 193]
     assert log.final_round().pages == 369
+
+
+def test_prestage_checks_from_recorded_outputs(tmp_path):
+    from ansible.module_utils.pft_xen import prestage
+    xl = recorded_xl()
+    xl.answers[("ssh",)] = (0, fixture("pft-probe.txt").replace("Domain-0", "Domain-0", 1), "")
+    res = prestage("pfte2e", "compute2", runner=xl)
+    checks = {c["name"]: c for c in res["checks"] if c["name"] != "file"}
+    assert checks["receive_path"]["ok"] and checks["xen"]["ok"] and checks["shadow_paging"]["ok"]
+    assert checks["toolstack"]["ok"]
+    files = [c for c in res["checks"] if c["name"] == "file"]
+    assert [c["path"] for c in files] == ["/var/lib/pft/test-guest/vmlinuz", "/var/lib/pft/test-guest/initrd.img"]
+    assert all(not c["ok"] and "cannot read here" in c["detail"] for c in files)   # not on this machine
+    assert not res["ready"] and not res["changed"]
+    assert [s["name"] for s in res["steps"]] == ["source_facts", "probe_target"]
+    probe_call = [c for c in xl.calls if c[0] == "ssh"][0]
+    assert probe_call[-1].startswith("pft-probe file=/var/lib/pft/test-guest/vmlinuz")
