@@ -699,9 +699,23 @@ class Migration(object):
         last_activity = t0
         last_bytes = None
         killed_ssh = False
+        xl_exit_t = None
         while True:
             r, _, _ = select.select([fd], [], [], 0.5)
             now = self.clock()
+            # xl gone but the pipe still open: an orphaned transport (seen on the testbed when the
+            # target died mid-migration: xl exited, its `ssh target` lived on, reparented to init,
+            # holding the pipe). xl is done, so ending that ssh is safe.
+            if not r and self.proc.poll() is not None:
+                xl_exit_t = xl_exit_t or now
+                if now - xl_exit_t > 5:
+                    if self.ssh_pid and comm(self.ssh_pid) == "ssh":
+                        try:
+                            os.kill(self.ssh_pid, signal.SIGTERM)
+                            self._event(now, "transport_closed", ssh_pid=self.ssh_pid, why="xl exited")
+                        except OSError:
+                            pass
+                    break
             if r:
                 chunk = os.read(fd, 65536)
                 if not chunk:
@@ -731,7 +745,8 @@ class Migration(object):
                     self.abort(now, "no progress for %.0f s (target unreachable?)" % self.stall_timeout)
             # an abort whose helper is gone but xl still waits on a dead ssh: end the transport
             if self.aborted and not killed_ssh and now - self.abort_t > 20:
-                ssh = find_child(self.proc.pid, "ssh")
+                ssh = find_child(self.proc.pid, "ssh") or (
+                    self.ssh_pid if self.ssh_pid and comm(self.ssh_pid) == "ssh" else None)
                 helper = find_child(self.proc.pid, "libxl-save-help")
                 if ssh and not helper:
                     try:
