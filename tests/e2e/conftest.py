@@ -191,6 +191,11 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
     tests/e2e/test_site.py to judge. Logs: SiteCluster.logdir (converge.log, idempotence.log).
     """
     cluster = SiteCluster(testbed, testbed_inventory, SITE_VARS, str(tmp_path_factory.mktemp("site")))
+    if os.environ.get("PFT_E2E_SITE_PROVISIONED") and os.environ.get("PFT_E2E_REUSE"):
+        # a developer's reused testbed that site.yml already provisioned: no converge here
+        _site_progress(f"testbed {testbed.name} is provisioned already (PFT_E2E_SITE_PROVISIONED): no converge")
+        cluster.guests = cluster.read_guests()
+        return cluster
     _site_progress(f"converging {SITE_PLAYBOOK} on testbed {testbed.name} (logs in {cluster.logdir})")
     cluster.converge = cluster.playbook(SITE_PLAYBOOK, name="converge")
     _site_progress(f"converge: rc={cluster.converge.rc} in {cluster.converge.seconds:.0f} s")
