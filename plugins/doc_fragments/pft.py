@@ -24,3 +24,17 @@ attributes:
     support: full
     platforms: posix
 """
+
+    # The controller state directory of the watch modules (pft_watch_decide, pft_quarantine,
+    # pft_audit); the matching argument spec is pft_watch.STATE_ARGS.
+    STATE_DIR = r"""
+options:
+  state_dir:
+    description: The watch's state directory on the controller (a local file system; it is locked with flock).
+    type: path
+    default: /var/lib/pft
+  lock_timeout:
+    description: Deadline in seconds to lock the state directory.
+    type: float
+    default: 30
+"""

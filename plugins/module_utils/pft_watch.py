@@ -38,6 +38,13 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,200}$")
 
 
+# Options every watch module has; documented by the doc fragment pft.state_dir.
+STATE_ARGS = dict(
+    state_dir=dict(type="path", default=DEFAULT_DIR),
+    lock_timeout=dict(type="float", default=DEFAULT_LOCK_TIMEOUT),
+)
+
+
 class WatchError(Exception):
     """A clear message naming the node, record or file at fault."""
 

@@ -60,16 +60,9 @@ options:
   audit_file:
     description: The audit log. Defaults to O(state_dir)C(/audit.jsonl).
     type: path
-  state_dir:
-    description: The watch's state directory on the controller.
-    type: path
-    default: /var/lib/pft
-  lock_timeout:
-    description: Deadline in seconds to lock the state directory.
-    type: float
-    default: 30
 extends_documentation_fragment:
   - pft.attributes
+  - pft.state_dir
 attributes:
   check_mode:
     support: full
@@ -159,7 +152,7 @@ msg:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.pft_watch import WatchError, audit, reconcile  # noqa: E402
+from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, audit, reconcile  # noqa: E402
 
 
 def main():
@@ -173,8 +166,7 @@ def main():
             placements=dict(type="dict"),
             stale_after=dict(type="float", default=3600),
             audit_file=dict(type="path"),
-            state_dir=dict(type="path", default="/var/lib/pft"),
-            lock_timeout=dict(type="float", default=30),
+            **STATE_ARGS
         ),
         required_if=[("state", "completed", ("id", "outcome")), ("state", "reconciled", ("placements",))],
         supports_check_mode=True,

@@ -56,16 +56,9 @@ options:
     description: With O(state=absent), fail when the anti-flap rule keeps the node quarantined.
     type: bool
     default: true
-  state_dir:
-    description: The watch's state directory on the controller.
-    type: path
-    default: /var/lib/pft
-  lock_timeout:
-    description: Deadline in seconds to lock the state directory.
-    type: float
-    default: 30
 extends_documentation_fragment:
   - pft.attributes
+  - pft.state_dir
 attributes:
   check_mode:
     support: full
@@ -124,7 +117,7 @@ msg:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.pft_watch import WatchError, quarantine  # noqa: E402
+from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, quarantine  # noqa: E402
 
 
 def main():
@@ -138,8 +131,7 @@ def main():
             flap_limit=dict(type="int", default=3),
             force=dict(type="bool", default=False),
             fail_on_held=dict(type="bool", default=True),
-            state_dir=dict(type="path", default="/var/lib/pft"),
-            lock_timeout=dict(type="float", default=30),
+            **STATE_ARGS
         ),
         required_if=[("state", "present", ("node",)), ("state", "absent", ("node",))],
         supports_check_mode=True,

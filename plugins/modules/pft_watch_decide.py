@@ -64,16 +64,9 @@ options:
     description: Verdicts kept per node.
     type: int
     default: 20
-  state_dir:
-    description: The watch's state directory on the controller.
-    type: path
-    default: /var/lib/pft
-  lock_timeout:
-    description: Deadline in seconds to lock the state directory.
-    type: float
-    default: 30
 extends_documentation_fragment:
   - pft.attributes
+  - pft.state_dir
 attributes:
   check_mode:
     support: full
@@ -154,7 +147,7 @@ summary:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.pft_watch import WatchError, run_decide  # noqa: E402
+from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, run_decide  # noqa: E402
 
 
 def main():
@@ -168,8 +161,7 @@ def main():
             evacuate_on=dict(type="str", choices=["warning", "critical"], default="critical"),
             realert_after=dict(type="float", default=3600),
             history_len=dict(type="int", default=20),
-            state_dir=dict(type="path", default="/var/lib/pft"),
-            lock_timeout=dict(type="float", default=30),
+            **STATE_ARGS
         ),
         supports_check_mode=True,
     )

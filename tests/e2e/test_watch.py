@@ -14,6 +14,7 @@ import time
 import pytest
 
 from pft_paths import REPO
+from pft_syslog import SyslogSink
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not os.environ.get("PFT_E2E_SITE"),
@@ -56,33 +57,10 @@ def restore(cluster):
 def cluster(site_cluster, tmp_path):
     restore(site_cluster)
     site_cluster.state_dir = str(tmp_path / "state")
-    site_cluster.syslog = Syslog(str(tmp_path / "syslog.sock"))
+    site_cluster.syslog = SyslogSink(str(tmp_path / "syslog.sock"))
     yield site_cluster
     site_cluster.syslog.close()
     restore(site_cluster)
-
-
-class Syslog:
-    """A unix datagram socket standing in for /dev/log; the watch's alerts arrive here."""
-
-    def __init__(self, path):
-        import socket
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.settimeout(0.2)
-
-    def drain(self):
-        import socket
-        out = []
-        while True:
-            try:
-                out.append(self.sock.recv(65536).decode(errors="replace"))
-            except socket.timeout:
-                return out
-
-    def close(self):
-        self.sock.close()
 
 
 def run(cluster, playbook, *extra, window=25, name=None, timeout=1800):

@@ -8,7 +8,6 @@ asked. Migration itself is tested on the testbed (tests/e2e/test_watch.py).
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from pft_paths import REPO
+from pft_syslog import SyslogSink
 from pft_testbed.bmc import BmcFarm
 
 pytestmark = pytest.mark.integration
@@ -34,31 +34,13 @@ def farm(tmp_path_factory):
         yield f
 
 
-class Syslog:
-    """A unix datagram socket standing in for /dev/log."""
-
-    def __init__(self, path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.settimeout(0.2)
-
-    def drain(self):
-        out = []
-        while True:
-            try:
-                out.append(self.sock.recv(65536).decode(errors="replace"))
-            except socket.timeout:
-                return out
-
-
 @pytest.fixture()
 def site(farm, tmp_path):
     for b in farm.bmcs:
         b.resume()
         b.reset_sensors()
     state = tmp_path / "state"
-    log = Syslog(str(tmp_path / "log.sock"))
+    log = SyslogSink(str(tmp_path / "log.sock"))
     compute = {b.name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                         "bmc_address": b.address, "bmc_port": b.port, "bmc_username": b.username,
                         "bmc_password": b.password} for b in farm.bmcs}
@@ -73,7 +55,7 @@ def site(farm, tmp_path):
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump(inv))
     yield {"inventory": str(path), "state": str(state), "syslog": log, "bmcs": farm.bmcs}
-    log.sock.close()
+    log.close()
 
 
 def watch(site, window, *extra):

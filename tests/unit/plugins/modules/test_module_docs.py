@@ -55,6 +55,20 @@ def _compare(doc_options, spec, path):
             _compare(doc.get("suboptions") or {}, arg["options"], where)
 
 
+def _with_fragments(doc):
+    """The module's options plus those of its pft.* doc fragments, as ansible-doc merges them."""
+    options = dict(doc.get("options") or {})
+    spec = importlib.util.spec_from_file_location("pft_doc_fragments", os.path.join(REPO, "plugins", "doc_fragments",
+                                                                                  "pft.py"))
+    frag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frag)
+    for name in doc.get("extends_documentation_fragment", []):
+        if name.startswith("pft."):
+            text = getattr(frag.ModuleDocFragment, name.split(".", 1)[1].upper())
+            options.update((yaml.safe_load(text) or {}).get("options") or {})
+    return options
+
+
 @pytest.mark.parametrize("name", MODULE_NAMES)
 def test_documentation_matches_argument_spec(name, monkeypatch):
     mod, spec, kwargs = _argument_spec(name, monkeypatch)
@@ -64,7 +78,7 @@ def test_documentation_matches_argument_spec(name, monkeypatch):
     assert "check_mode" in doc.get("attributes", {}), "attributes block needs check_mode"
     assert "pft.attributes" in doc.get("extends_documentation_fragment", []), "use the shared pft.attributes fragment"
     assert kwargs.get("supports_check_mode") is True, "every pft module supports check mode"
-    _compare(doc.get("options") or {}, spec, name)
+    _compare(_with_fragments(doc), spec, name)
     assert yaml.safe_load(mod.EXAMPLES), "EXAMPLES must parse and not be empty"
     ret = yaml.safe_load(mod.RETURN)
     assert isinstance(ret, dict) and ret, "RETURN must document the result"
