@@ -183,6 +183,13 @@ class Poller(object):
         return longest
 
 
+def assert_runs_once_on(cluster, guest, node):
+    """The guest runs on node and not on the other dom0 of the pair (never twice, never nowhere)."""
+    where = cluster.where(guest)
+    other = cluster.target if node == cluster.source else cluster.source
+    assert where[node] == [guest] and where[other] == [], where
+
+
 @pytest.fixture(scope="module")
 def xen_cluster():
     name = os.environ.get("PFT_XEN_TESTBED")

@@ -11,17 +11,11 @@ import time
 
 import pytest
 
-from xen_helpers import Poller, xen_cluster  # noqa: F401  (fixture)
+from xen_helpers import Poller, assert_runs_once_on, xen_cluster  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
 
 GUEST = "pfte2e"
-
-
-def assert_runs_once_on(cluster, guest, node):
-    where = cluster.where(guest)
-    other = cluster.target if node == cluster.source else cluster.source
-    assert where[node] == [guest] and where[other] == [], where
 
 
 def test_domain_info_reports_domains_and_host(xen_cluster):
