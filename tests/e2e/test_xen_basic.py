@@ -4,6 +4,8 @@ all of them have passed on the testbed in one run).
 
 Runs against a Xen testbed named by PFT_XEN_TESTBED (see xen_helpers.py); skips without one.
 """
+import time
+
 import pytest
 
 from xen_helpers import assert_runs_once_on, xen_cluster  # noqa: F401  (fixture)
@@ -63,3 +65,68 @@ def test_target_without_memory_fails_cleanly(xen_cluster):
         assert_runs_once_on(c, GUEST, c.source)
     finally:
         c.ssh(c.target, "xl destroy %s" % filler, check=False)
+
+
+def test_checkpoint_then_restore_on_the_spare(xen_cluster):
+    """xen_prestage checkpoint=true to the spare (a full image, then a delta refresh), then the source
+    'dies' (its guest is destroyed) and xen_restore starts the guest on the spare from the checkpoint:
+    it runs there exactly once, with its IP, and its heartbeat goes on from the checkpoint (not a reboot)."""
+    c = xen_cluster
+    name, image = "pftckpt", "/var/lib/pft/checkpoints/pftckpt.save"
+    if c.ssh(c.target, "test -x /usr/local/sbin/pft-ckpt-recv", check=False).returncode != 0:
+        pytest.skip("%s has no pft-ckpt-recv: apply site.yml --tags xen_host with this version" % c.target)
+    for node in (c.source, c.target):
+        c.ssh(node, "rm -f %s" % image)
+    ip = c.start_guest(name, 7)
+    try:
+        ok, res = c.module(c.source, "xen_prestage", {"guest": name, "target": c.target, "checkpoint": True},
+                           check=True)
+        assert ok and res["changed"] and "would" in res["checkpoint"], res
+        assert c.ssh(c.target, "test -e %s" % image, check=False).returncode != 0
+        ok, res = c.module(c.source, "xen_prestage", {"guest": name, "target": c.target, "checkpoint": True})
+        assert ok, res
+        ck = res["checkpoint"]
+        assert ck["base"] == "none" and ck["blocks_sent"] == ck["blocks_total"] > 0 and ck["path"] == image
+        assert ck["image_mib"] > 64 and ck["pause_s"] > 0 and ck["guest_state"] in ("running", "blocked")
+        assert [s["name"] for s in res["steps"]][-3:] == ["save", "sums", "send"]
+        assert_runs_once_on(c, name, c.source)
+        c.wait_heartbeat(ip, timeout=60)
+        # refresh: only the changed blocks travel
+        hb_ckpt = c.wait_heartbeat(ip)
+        ok, res = c.module(c.source, "xen_prestage", {"guest": name, "target": c.target, "checkpoint": True})
+        assert ok, res
+        hb_after_ckpt = c.wait_heartbeat(ip)                    # the checkpoint's count lies between these two
+        ck = res["checkpoint"]
+        assert ck["base"] == "delta" and 0 < ck["blocks_sent"] < ck["blocks_total"], ck
+        assert ck["mib_sent"] < ck["image_mib"]
+        target_sha = c.ssh(c.target, "sha256sum %s" % image).stdout.split()[0]
+        assert target_sha == ck["sha256"]
+        # the guest still runs on the source: the restore refuses to start it twice
+        ok, res = c.module(c.target, "xen_restore", {"guest": name, "absent_on": [c.source]})
+        assert not ok and "%s still runs on %s; refusing to start it twice" % (name, c.source) in res["msg"], res
+        assert_runs_once_on(c, name, c.source)
+        time.sleep(10)
+        hb_dead = c.wait_heartbeat(ip)
+        c.ssh(c.source, "xl destroy %s" % name)                  # the node "dies"
+        assert c.heartbeat(ip) is None
+        ok, res = c.module(c.target, "xen_restore", {"guest": name, "absent_on": [c.source]}, check=True)
+        assert ok and res["changed"] and not res["restored"] and "would restore" in res["msg"], res
+        t_restore = time.monotonic()
+        ok, res = c.module(c.target, "xen_restore", {"guest": name, "absent_on": [c.source]})
+        assert ok and res["restored"] and res["changed"], res
+        assert res["restore_s"] > 0 and res["checkpoint"]["age_s"] >= 10
+        assert_runs_once_on(c, name, c.target)
+        hb = c.wait_heartbeat(ip, timeout=120)
+        assert hb["id"] == hb_ckpt["id"] and hb["ip"] == ip
+        # not a reboot, and from the checkpoint (at most 10 ticks/s since the restore began), not a later state
+        assert hb["count"] >= hb_ckpt["count"] and hb["uptime"] >= hb_ckpt["uptime"] - 1, (hb_ckpt, hb)
+        assert hb["count"] <= hb_after_ckpt["count"] + 10 * (time.monotonic() - t_restore) + 10, (hb_after_ckpt, hb)
+        assert hb_dead["count"] > hb_after_ckpt["count"]
+        time.sleep(3)
+        assert c.wait_heartbeat(ip)["count"] > hb["count"]
+        ok, res = c.module(c.target, "xen_restore", {"guest": name, "absent_on": [c.source]})
+        assert ok and not res["changed"] and "already runs here" in res["msg"], res
+    finally:
+        c.destroy_everywhere(name)
+        for node in (c.source, c.target):
+            c.ssh(node, "rm -f %s" % image, check=False)

@@ -61,6 +61,8 @@ def test_wrapper_runs_xl_migrate_receive(wrapper, command, expected):
     None, "", "id", "xl", "xl list", "xl destroy guest1", "xl migrate-receive; id", "xl migrate-receive && id",
     "xl migrate-receive -e $(id)", "xl migrate-receive `id`", "xl migrate-receive -x", "sh -c 'xl migrate-receive'",
     "/usr/sbin/xl migrate-receive", "xl -t -vvv migrate guest1 host", "xl migrate-receive | sh", "xl  * ",
+    "pft-ckpt-put ../../etc/passwd", "pft-ckpt-put g 1", "pft-ckpt-sums g", "pft-ckpt-sums g/x 4096",
+    "pft-ckpt-sums g 4096 >/tmp/x", "pft-ckpt-put $(id)", "pft-ckpt-rm g",
 ])
 def test_wrapper_refuses_everything_else(wrapper, command):
     out = run_wrapper(wrapper, command)

@@ -1,0 +1,1 @@
+../plugins/modules/xen_restore.py
