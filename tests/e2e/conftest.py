@@ -89,7 +89,8 @@ def _site_order(item):
     here = os.path.dirname(os.path.abspath(__file__))
     if not str(item.fspath).startswith(here + os.sep):
         return 0
-    if "site_cluster" not in getattr(item, "fixturenames", ()):
+    names = getattr(item, "fixturenames", ())
+    if "site_cluster" not in names and "xen_cluster" not in names:
         return 0
     return 1 if os.path.basename(str(item.fspath)) == "test_site.py" else 2
 

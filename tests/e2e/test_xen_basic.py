@@ -1,8 +1,8 @@
-"""End-to-end, quick part: xen_domain_info, check mode and a target without memory on real Xen 4.17
-dom0s (issue 6). The migrations themselves are in xen_migrate_cases.py (not collected yet: not
-all of them have passed on the testbed in one run).
+"""End-to-end, quick part: xen_domain_info, check mode, a target without memory, and a checkpoint
+restored on the spare, on real Xen 4.17 dom0s (issue 6). The migrations are in test_xen_migrate.py.
 
-Runs against a Xen testbed named by PFT_XEN_TESTBED (see xen_helpers.py); skips without one.
+Runs on the site.yml-provisioned session cluster (PFT_E2E_SITE=1), or on a Xen testbed named by
+PFT_XEN_TESTBED (see xen_helpers.py); skips without either.
 """
 import time
 

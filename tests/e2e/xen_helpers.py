@@ -4,7 +4,9 @@ The tests need compute nodes that already run Xen with the xen_host role applied
 forced command with pft-probe). They never start a testbed themselves: make test on CI must not
 boot a second cluster. Point them at one:
 
-* ``PFT_XEN_TESTBED=NAME``: a running testbed (``testbed/testbed --name NAME up``) whose compute
+* ``PFT_E2E_SITE=1`` (the default in ``make test``): the session's site.yml-provisioned cluster
+  (tests/e2e/conftest.py ``site_cluster``): source = compute1, target = the spare, compute3.
+* ``PFT_XEN_TESTBED=NAME`` (development): a running testbed (``testbed/testbed --name NAME up``) whose compute
   nodes got Xen from ``site.yml --tags xen_host``. Without it every test skips, saying so.
 * ``PFT_XEN_INVENTORY=DIR``: an inventory for that testbed (default: one written for it into a
   temporary directory). For the shared, site.yml-provisioned testbed: ``PFT_XEN_TESTBED=<its name>``.
@@ -191,26 +193,33 @@ def assert_runs_once_on(cluster, guest, node):
 
 
 @pytest.fixture(scope="module")
-def xen_cluster():
-    name = os.environ.get("PFT_XEN_TESTBED")
-    if not name:
-        pytest.skip("no Xen testbed: set PFT_XEN_TESTBED to a running testbed whose compute nodes run Xen "
-                    "(testbed/testbed --name NAME up; site.yml --tags xen_host); see tests/e2e/xen_helpers.py")
+def xen_cluster(request):
+    """Two Xen dom0s: the site.yml-provisioned session cluster (source = first compute node, target
+    = the spare), or the testbed PFT_XEN_TESTBED names (a developer's Xen testbed)."""
     if os.geteuid() != 0:
         pytest.skip("the Xen e2e tests need root (testbed network namespace)")
-    from pft_testbed.testbed import Testbed
-    tb = Testbed(name)
-    if not tb.exists():
-        pytest.skip("PFT_XEN_TESTBED=%s is not running" % name)
+    name = os.environ.get("PFT_XEN_TESTBED")
+    inventory = os.environ.get("PFT_XEN_INVENTORY")
+    if name:
+        from pft_testbed.testbed import Testbed
+        tb = Testbed(name)
+        if not tb.exists():
+            pytest.skip("PFT_XEN_TESTBED=%s is not running" % name)
+    elif os.environ.get("PFT_E2E_SITE"):
+        site = request.getfixturevalue("site_cluster")
+        tb, inventory = site.testbed, site.hosts_file
+    else:
+        pytest.skip("no Xen testbed: these run on the site.yml-provisioned cluster (PFT_E2E_SITE=1) or on "
+                    "PFT_XEN_TESTBED (a running testbed whose compute nodes run Xen); see tests/e2e/xen_helpers.py")
     computes = [n.name for n in tb.nodes if n.role == "compute"]
     source = os.environ.get("PFT_XEN_SOURCE", computes[0])
     target = os.environ.get("PFT_XEN_TARGET", computes[-1])
     for node in (source, target):
         out = subprocess.run(tb.ssh_argv(node, "xl info"), capture_output=True, text=True, timeout=120)
         if out.returncode != 0 or "xen_version" not in out.stdout:
-            pytest.skip("%s of testbed %s does not run Xen (apply site.yml --tags xen_host)" % (node, name))
+            pytest.skip("%s of testbed %s does not run Xen (apply site.yml --tags xen_host)" % (node, tb.name))
     tmp = tempfile.mkdtemp(prefix="pft-xen-e2e-")
-    inventory = os.environ.get("PFT_XEN_INVENTORY") or tb.write_inventory(os.path.join(tmp, "inventory"))
+    inventory = inventory or tb.write_inventory(os.path.join(tmp, "inventory"))
     if os.path.isdir(inventory):
         inventory = os.path.join(inventory, "hosts.yml")
     shim = build_shim(tmp)
