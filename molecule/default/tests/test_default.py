@@ -48,6 +48,15 @@ def guests(host):
     return [{"name": n, "ip": addresses[n]} for n in names]
 
 
+def run_inner(host, cmd):
+    """Run cmd on host; (rc, stdout, stderr) with cmd's own exit code. testinfra's ssh backend takes
+    an exit code of 255 for a failed connection to the host and raises, and an inner ssh that is
+    refused also exits 255: so the code travels in stdout."""
+    r = host.run(f"{cmd}; echo pft-rc=$?")
+    out, _, code = r.stdout.rpartition("pft-rc=")
+    return int(code.strip()), out, r.stderr
+
+
 def gmond_xml(host):
     out = host.check_output(READ_GMOND)
     return ET.fromstring(out[out.index("<GANGLIA_XML"):])
@@ -141,17 +150,21 @@ def test_migration_key_is_restricted(host):
     # The migration key (used by ssh for the other dom0s) cannot run anything else.
     for attempt in ("id", "xl list", "xl migrate-receive; id", "sh -c id", "xl destroy guest1",
                     "xl migrate-receive -e $(id)"):
-        r = host.run(f"ssh {peer} {attempt!r}")
-        assert r.rc != 0 and "may only run 'xl migrate-receive'" in r.stderr, (attempt, r.rc, r.stdout, r.stderr)
-        assert "uid=" not in r.stdout
+        rc, out, err = run_inner(host, f"ssh {peer} {attempt!r}")
+        assert rc != 0 and "may only run 'xl migrate-receive'" in err, (attempt, rc, out, err)
+        assert "uid=" not in out
     # No pty, no port forwarding
-    r = host.run(f"ssh -tt {peer} id")
-    assert "uid=" not in r.stdout
-    r = host.run(f"timeout 60 ssh -N -o ExitOnForwardFailure=yes -L 127.0.0.1:18022:127.0.0.1:22 {peer}")
-    assert r.rc == 255, (r.rc, r.stderr)
+    rc, out, err = run_inner(host, f"ssh -tt {peer} id")
+    assert "uid=" not in out
+    # a remote forward is asked for at login (refused: ssh exits 255 with ExitOnForwardFailure);
+    # a local one opens its channel on use, which -W does at once (refused: "open failed")
+    rc, out, err = run_inner(host, f"timeout 60 ssh -N -o ExitOnForwardFailure=yes -R 127.0.0.1:18022:127.0.0.1:22 {peer}")
+    assert rc == 255, (rc, err)
+    rc, out, err = run_inner(host, f"timeout 60 ssh -W 127.0.0.1:22 {peer} < /dev/null")
+    assert rc == 255 and "SSH-2.0" not in out, (rc, out, err)
     # What it allows does reach xl (here it ends at once: no migration stream on stdin).
-    r = host.run(f"ssh {peer} xl migrate-receive < /dev/null")
-    assert "may only run" not in r.stderr, r.stderr
+    rc, out, err = run_inner(host, f"ssh {peer} xl migrate-receive < /dev/null")
+    assert "may only run" not in err, err
     # There is no other root trust between the nodes.
-    r = host.run(f"ssh -o IdentityFile=/dev/null -o IdentitiesOnly=yes {peer} id")
-    assert r.rc != 0 and "uid=" not in r.stdout
+    rc, out, err = run_inner(host, f"ssh -o IdentityFile=/dev/null -o IdentitiesOnly=yes {peer} id")
+    assert rc != 0 and "uid=" not in out
