@@ -844,9 +844,18 @@ class Migration(object):
 
 
 def write_log(path, records):
-    with open(path, "a") as f:
-        for rec in records:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+    """Append records as JSON lines to path (its directory made 0750 if missing). Returns None, or
+    the reason it could not: the log is a record of the migration, never a cause to fail it."""
+    try:
+        parent = os.path.dirname(path)
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o750, exist_ok=True)
+        with open(path, "a") as f:
+            for rec in records:
+                f.write(json.dumps(rec, sort_keys=True) + "\n")
+    except (OSError, TypeError, ValueError) as exc:
+        return "could not append the migration record to %s: %s" % (path, exc)
+    return None
 
 
 def where_is(guest, target, runner=None, xl=XL, probe=None):
@@ -967,7 +976,7 @@ def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=9
     src_ok, tgt_ok = running_once(src), running_once(tgt)
     result.update(source_running=src_ok, target_running=tgt_ok if tgt_known else None)
     if log_path:
-        write_log(log_path, [dict(e, kind="event") for e in mig.events] + [dict(
+        result["log_error"] = write_log(log_path, [dict(e, kind="event") for e in mig.events] + [dict(
             kind="summary", guest=guest, source=source_host, target=target, mode=mode, rc=rc,
             result=mig.log.result, aborted=mig.aborted, source_running=src_ok,
             target_running=result["target_running"], stats={k: v for k, v in stats.items() if k != "events"})])

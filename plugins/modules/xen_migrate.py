@@ -90,7 +90,9 @@ options:
     type: path
     default: /usr/local/lib/pft/pft-xl-progress.so
   log:
-    description: File on this dom0 to which the events and a summary are appended as JSON lines.
+    description: File on this dom0 to which the events and a summary are appended as JSON lines. Its
+      directory is made (mode 0750) if missing. A log that cannot be written is a warning and
+      RV(log_error), never a failed migration.
     type: path
 extends_documentation_fragment:
   - pft.attributes
@@ -137,6 +139,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+log_error:
+  description: Why the O(log) record could not be written (the migration's own result is unaffected), or null.
+  returned: when O(log) is set and not in check mode
+  type: str
+  sample: "could not append the migration record to /var/log/pft/migrations.jsonl: [Errno 28] No space left on device"
 migrated:
   description: Whether the guest now runs on the target (exactly once) and not here.
   returned: always
@@ -280,6 +287,8 @@ def main():
     except XenError as exc:
         module.fail_json(msg="xen_migrate %s -> %s: %s" % (p["guest"], p["target"], exc), migrated=False,
                          failure=str(exc))
+    if result.get("log_error"):
+        module.warn(result["log_error"])
     if failed:
         module.fail_json(msg=msg, **result)
     module.exit_json(msg=msg, **result)

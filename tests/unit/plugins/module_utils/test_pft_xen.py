@@ -5,6 +5,7 @@ Outputs come from fixtures recorded on the Xen testbed (tests/unit/plugins/modul
 each with a header saying how it was recorded). The same code paths run against real Xen in
 tests/e2e/test_xen_migrate.py.
 """
+import json
 import os
 import subprocess
 
@@ -430,3 +431,23 @@ def test_prestage_checks_from_recorded_outputs(tmp_path):
     assert [s["name"] for s in res["steps"]] == ["source_facts", "probe_target"]
     probe_call = [c for c in xl.calls if c[0] == "ssh"][0]
     assert probe_call[-1].startswith("pft-probe file=/var/lib/pft/test-guest/vmlinuz")
+
+
+# -- the migration log never fails a migration -----------------------------------------------------
+# (the demo's first evacuation on the testbed: the guest had moved, then the module failed with
+# "No such file or directory: '/var/log/pft/migrations.jsonl'" and the watch recorded a failure)
+def test_write_log_makes_its_directory(tmp_path):
+    from ansible.module_utils.pft_xen import write_log
+    path = tmp_path / "log" / "pft" / "migrations.jsonl"
+    assert write_log(str(path), [{"kind": "summary", "guest": "guest1"}]) is None
+    assert write_log(str(path), [{"kind": "summary", "guest": "guest2"}]) is None
+    assert [json.loads(line)["guest"] for line in path.read_text().splitlines()] == ["guest1", "guest2"]
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o750"
+
+
+def test_write_log_reports_instead_of_raising(tmp_path):
+    from ansible.module_utils.pft_xen import write_log
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    err = write_log(str(blocker / "migrations.jsonl"), [{"kind": "summary"}])
+    assert err and str(blocker) in err and "could not append" in err
