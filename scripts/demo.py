@@ -291,7 +291,10 @@ class Demo:
         recs = [r for r in self.samples.get("audit", []) if r.get("outcome") in ("migrated", "failed")]
         if recs:
             print(json.dumps(recs[-1], indent=1, sort_keys=True)[:6000])
-        return ok and "result=correct" in (self.mpi_done or "")
+        moved = bool(recs) and recs[-1].get("outcome") == "migrated"
+        if recs and not moved:
+            say("the evacuation was recorded as %r: %s" % (recs[-1].get("outcome"), recs[-1].get("error", "")))
+        return ok and moved and "result=correct" in (self.mpi_done or "")
 
     def timeline(self):
         path = os.path.join(self.run_dir, "timeline.png")
