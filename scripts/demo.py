@@ -109,7 +109,7 @@ class Demo:
 
     def guest_ssh(self, guest_ip, command, timeout=20):
         argv = ["ssh", "-i", self.guest_key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
+                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=15", "-o", "BatchMode=yes",
                 "root@" + guest_ip, command]
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -157,7 +157,13 @@ class Demo:
         n = len(self.guest_ips)
         cmd = ("nohup mpiexec -f /etc/pft/mpi-hosts -n %d pft-mpi-job --steps %d --pause 1 "
                "> /root/pft-mpi-job.log 2>&1 < /dev/null & echo started" % (n, self.args.steps))
-        proc = self.guest_ssh(ip, cmd)
+        deadline = time.monotonic() + 180      # a guest on a busy TCG node can be slow to answer
+        while True:
+            proc = self.guest_ssh(ip, cmd, timeout=60)
+            if (proc is not None and proc.returncode == 0) or time.monotonic() > deadline:
+                break
+            say("guest1 did not answer ssh yet (%s); trying again" % (proc and proc.stderr.strip()[:80]))
+            time.sleep(5)
         if proc is None or proc.returncode != 0:
             raise SystemExit("demo: could not start the MPI job on %s (%s): %s" % (GUEST, ip, proc and proc.stderr))
         say("mpiexec -n %d pft-mpi-job --steps %d started from %s (%s); log /root/pft-mpi-job.log there"
