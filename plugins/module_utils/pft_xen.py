@@ -280,6 +280,12 @@ def find_domain(rows, name):
 PROBE_PATH_RE = re.compile(r"^/(etc/xen|var/lib/pft|boot|srv/pft)/[A-Za-z0-9_./-]+$")
 
 
+def forced_argv(target, words, ssh="ssh", connect_timeout=10):
+    """ssh argv that asks the target's forced command (the migration key's) for one of its verbs."""
+    check_host(target)
+    return [ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % connect_timeout, target, " ".join(words)]
+
+
 def probe_argv(target, files=(), tcp=(), ssh="ssh", connect_timeout=10):
     """ssh argv that asks the target's forced command for its read-only probe."""
     check_host(target)
@@ -292,7 +298,7 @@ def probe_argv(target, files=(), tcp=(), ssh="ssh", connect_timeout=10):
     for host, port in tcp:
         check_host(host, "NFS server")
         words.append("tcp=%s:%d" % (host, int(port)))
-    return [ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % connect_timeout, target, " ".join(words)]
+    return forced_argv(target, words, ssh, connect_timeout)
 
 
 def parse_probe(text):
@@ -1422,12 +1428,6 @@ def ckpt_receiver_main(argv, directory=CKPT_DIR, stdin=None, stdout=None, stderr
         return 1
 
 
-def ckpt_argv(target, words, ssh="ssh", connect_timeout=10):
-    """ssh argv for a checkpoint verb of the target's forced command (same options as probe_argv)."""
-    check_host(target)
-    return [ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % connect_timeout, target, " ".join(words)]
-
-
 def guest_state_word(runner, guest, xl=XL):
     rows = [r for r in guest_rows(runner, guest, xl) if r["role"] == "self"]
     return rows[0]["state"] if rows else "absent"
@@ -1480,7 +1480,7 @@ def checkpoint(guest, target, blocksize=CKPT_BLOCK, timeout=600.0, check_mode=Fa
         if head != XL_SAVE_MAGIC:
             raise XenError("%s is not an xl save image (header %r)" % (local, head))
         t = clock()
-        rc, out, err = runner(ckpt_argv(target, ["pft-ckpt-sums", guest, str(blocksize)]), timeout)
+        rc, out, err = runner(forced_argv(target, ["pft-ckpt-sums", guest, str(blocksize)]), timeout)
         if rc != 0:
             raise XenError("pft-ckpt-sums on %s failed (rc=%d; an old pft-migrate-receive without it?): %s"
                            % (target, rc, (err or out).strip()[-400:]))
@@ -1490,7 +1490,7 @@ def checkpoint(guest, target, blocksize=CKPT_BLOCK, timeout=600.0, check_mode=Fa
         with open(delta, "wb") as f:
             os.chmod(delta, 0o600)
             stats = ckpt_delta(local, blocksize, remote, f, created=created)
-        rc, out, err = runner(ckpt_argv(target, ["pft-ckpt-put", guest]), timeout, stdin_path=delta)
+        rc, out, err = runner(forced_argv(target, ["pft-ckpt-put", guest]), timeout, stdin_path=delta)
         if rc != 0:
             raise XenError("pft-ckpt-put on %s failed (rc=%d): %s" % (target, rc, (err or out).strip()[-400:]))
         words = out.split()
