@@ -58,6 +58,7 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 DEFAULT_GUEST_METRIC = "pft_guest_count"
 DEFAULT_GUEST_NAMES_METRIC = "pft_guest_names"
+DEFAULT_GUEST_MEMORY_METRIC = "pft_guest_maxmem_mb"
 DEFAULT_FREE_MEMORY_METRIC = "pft_xen_free_memory_mb"
 DEFAULT_LOAD_METRIC = "load_one"
 DEFAULT_HOST_DOWN_FACTOR = 4.0
@@ -558,6 +559,62 @@ def rank_targets(snapshot, candidates, source=None, memory_mb=0, exclude=(), res
 
 
 # --------------------------------------------------------------------------
+# Guest placement (where the watch learns which guests each node runs)
+# --------------------------------------------------------------------------
+def guest_placement(snapshot, nodes, names_metric=DEFAULT_GUEST_NAMES_METRIC,
+                    memory_metric=DEFAULT_GUEST_MEMORY_METRIC, host_down_factor=DEFAULT_HOST_DOWN_FACTOR,
+                    metric_stale_factor=DEFAULT_METRIC_STALE_FACTOR):
+    """Each node's guests as its own dom0 last published them. Pure.
+
+    Returns ``(placement, unknown)``: ``placement`` maps every node to a list of
+    ``{"name", "maxmem_mb"}`` (sorted by name), or to None when its guests are not known
+    from Ganglia; ``unknown`` maps those nodes to the reason. A node is unknown when Ganglia
+    does not know it, it is down, a metric is missing, stale or malformed, or the two metrics
+    disagree. Unknown is never "no guests". (SPOOF_HOST is not checked: gmetric sets it on a
+    node's own metrics too when gmond.conf has override_hostname, as roles/ganglia's does.)
+    """
+    index = HostIndex(snapshot)
+    placement, unknown = {}, {}
+    for node in nodes:
+        node = str(node)
+        host = index.lookup(node)
+        why = None
+        names = memory = None
+        if host is None:
+            why = "not known to Ganglia"
+        elif host.is_down(host_down_factor):
+            why = "down in Ganglia (TN %d s > %g x TMAX %d s)" % (host.tn, host_down_factor, host.tmax)
+        else:
+            for metric_name in (names_metric, memory_metric):
+                metric = host.metrics.get(metric_name)
+                if metric is None:
+                    why = "metric %s not published" % metric_name
+                elif metric.tmax > 0 and metric.tn > metric_stale_factor * metric.tmax:
+                    why = ("metric %s is stale: TN %d s > %g x TMAX %d s"
+                           % (metric_name, metric.tn, metric_stale_factor, metric.tmax))
+                if why:
+                    break
+            if not why:
+                names = [n.strip() for n in str(host.metrics[names_metric].val or "").split(",") if n.strip()]
+                try:
+                    memory = parse_guest_memory(host.metrics[memory_metric].val,
+                                                origin="metric %s of %s" % (memory_metric, host.name))
+                except GangliaError as exc:
+                    why = str(exc)
+                else:
+                    if sorted(names) != sorted(memory):
+                        why = ("metrics %s (%s) and %s (%s) disagree"
+                               % (names_metric, ",".join(sorted(names)) or "none", memory_metric,
+                                  ",".join(sorted(memory)) or "none"))
+        if why:
+            placement[node] = None
+            unknown[node] = why
+        else:
+            placement[node] = [{"name": n, "maxmem_mb": memory[n]} for n in sorted(names)]
+    return placement, unknown
+
+
+# --------------------------------------------------------------------------
 # Publishing with gmetric
 # --------------------------------------------------------------------------
 GMETRIC_TYPES = ("string", "int8", "uint8", "int16", "uint16", "int32", "uint32", "float", "double")
@@ -629,10 +686,41 @@ def gmetric_argv(metric, gmetric="gmetric", config=None):
     return argv
 
 
+def format_guest_memory(guest_memory):
+    """``{guest: MiB}`` -> ``"guest1=160,guest2=256"`` (sorted by name), the pft_guest_maxmem_mb value."""
+    parts = []
+    for name in sorted(guest_memory):
+        value = guest_memory[name]
+        if not _GUEST_NAME_RE.match(str(name)):
+            raise GangliaError("guest name %r cannot be published (use A-Z a-z 0-9 _ . -)" % (name,))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise GangliaError("guest %s: memory %r is not a whole number of MiB" % (name, value))
+        parts.append("%s=%d" % (name, value))
+    return ",".join(parts)
+
+
+def parse_guest_memory(text, origin="metric %s" % DEFAULT_GUEST_MEMORY_METRIC):
+    """The inverse of :func:`format_guest_memory`; raises GangliaError naming ``origin`` on bad input."""
+    out = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not _GUEST_NAME_RE.match(name) or not value.isdigit():
+            raise GangliaError("%s: %r is not guest=MiB" % (origin, part))
+        out[name] = int(value)
+    return out
+
+
+_GUEST_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 def pft_node_metrics(guests=None, xen_free_memory_mb=None, tmax=60, dmax=0,
                      guest_metric=DEFAULT_GUEST_METRIC, guest_names_metric=DEFAULT_GUEST_NAMES_METRIC,
-                     free_memory_metric=DEFAULT_FREE_MEMORY_METRIC):
-    """The standard pft node metrics: guest count, guest names, Xen free memory (MiB)."""
+                     free_memory_metric=DEFAULT_FREE_MEMORY_METRIC, guest_memory_mb=None,
+                     guest_memory_metric=DEFAULT_GUEST_MEMORY_METRIC):
+    """The standard pft node metrics: guest count, guest names, each guest's maxmem, Xen free memory (MiB)."""
     metrics = []
     if guests is not None:
         names = [str(g) for g in guests]
@@ -640,6 +728,14 @@ def pft_node_metrics(guests=None, xen_free_memory_mb=None, tmax=60, dmax=0,
                         "tmax": tmax, "dmax": dmax, "group": "pft", "title": "Guest VMs running"})
         metrics.append({"name": guest_names_metric, "value": ",".join(names), "type": "string", "units": "",
                         "tmax": tmax, "dmax": dmax, "group": "pft", "title": "Guest VM names"})
+    if guest_memory_mb is not None:
+        if guests is not None and sorted(guest_memory_mb) != sorted(str(g) for g in guests):
+            raise GangliaError("guest memory is given for %s but the guests are %s"
+                               % (",".join(sorted(guest_memory_mb)) or "none",
+                                  ",".join(sorted(str(g) for g in guests)) or "none"))
+        metrics.append({"name": guest_memory_metric, "value": format_guest_memory(guest_memory_mb),
+                        "type": "string", "units": "MiB", "tmax": tmax, "dmax": dmax, "group": "pft",
+                        "title": "Guest VM maximum memory"})
     if xen_free_memory_mb is not None:
         metrics.append({"name": free_memory_metric, "value": int(xen_free_memory_mb), "type": "uint32",
                         "units": "MiB", "tmax": tmax, "dmax": dmax, "group": "pft",

@@ -25,6 +25,11 @@ options:
     description: Names of the guests running on the node (an empty list publishes 0 guests).
     type: list
     elements: str
+  guest_memory_mb:
+    description:
+      - Each guest's maximum memory in MiB, by guest name, published as one string V(guest=MiB,...) in
+        O(guest_memory_metric). With O(guests), the names must be the same. M(ganglia_placement_info) reads it.
+    type: dict
   xen_free_memory_mb:
     description: Memory in MiB that Xen can give a new guest.
     type: int
@@ -91,6 +96,10 @@ options:
     description: Name of the guest names metric.
     type: str
     default: pft_guest_names
+  guest_memory_metric:
+    description: Name of the guest memory metric.
+    type: str
+    default: pft_guest_maxmem_mb
   free_memory_metric:
     description: Name of the Xen free memory metric.
     type: str
@@ -119,6 +128,7 @@ requirements:
   - gmetric (Debian package ganglia-monitor) on the node
 seealso:
   - module: ganglia_target_info
+  - module: ganglia_placement_info
 """
 
 EXAMPLES = r"""
@@ -165,6 +175,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             guests=dict(type="list", elements="str"),
+            guest_memory_mb=dict(type="dict"),
             xen_free_memory_mb=dict(type="int"),
             metrics=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True),
@@ -185,12 +196,13 @@ def main():
             dmax=dict(type="int", default=0),
             guest_metric=dict(type="str", default="pft_guest_count"),
             guest_names_metric=dict(type="str", default="pft_guest_names"),
+            guest_memory_metric=dict(type="str", default="pft_guest_maxmem_mb"),
             free_memory_metric=dict(type="str", default="pft_xen_free_memory_mb"),
             config=dict(type="path", default="/etc/ganglia/gmond.conf"),
             gmetric_path=dict(type="path", default="gmetric"),
             timeout=dict(type="float", default=10.0),
         ),
-        required_one_of=[("guests", "xen_free_memory_mb", "metrics")],
+        required_one_of=[("guests", "guest_memory_mb", "xen_free_memory_mb", "metrics")],
         supports_check_mode=True,
     )
     p = module.params
@@ -198,9 +210,23 @@ def main():
         module.fail_json(msg="xen_free_memory_mb must be >= 0, got %d" % p["xen_free_memory_mb"])
     if p["timeout"] <= 0:
         module.fail_json(msg="timeout must be > 0, got %s" % p["timeout"])
-    metrics = pft_node_metrics(guests=p["guests"], xen_free_memory_mb=p["xen_free_memory_mb"], tmax=p["tmax"],
-                               dmax=p["dmax"], guest_metric=p["guest_metric"],
-                               guest_names_metric=p["guest_names_metric"], free_memory_metric=p["free_memory_metric"])
+    guest_memory = None
+    if p["guest_memory_mb"] is not None:
+        guest_memory = {}
+        for name, value in p["guest_memory_mb"].items():
+            try:
+                guest_memory[str(name)] = int(value)
+            except (TypeError, ValueError):
+                module.fail_json(msg="guest_memory_mb: the memory of guest %s is %r, not a whole number of MiB"
+                                 % (name, value))
+    try:
+        metrics = pft_node_metrics(guests=p["guests"], xen_free_memory_mb=p["xen_free_memory_mb"], tmax=p["tmax"],
+                                   dmax=p["dmax"], guest_metric=p["guest_metric"],
+                                   guest_names_metric=p["guest_names_metric"],
+                                   free_memory_metric=p["free_memory_metric"], guest_memory_mb=guest_memory,
+                                   guest_memory_metric=p["guest_memory_metric"])
+    except GangliaError as exc:
+        module.fail_json(msg=str(exc))
     for metric in p["metrics"]:
         spec = {k: v for k, v in metric.items() if v is not None}
         spec.setdefault("tmax", p["tmax"])

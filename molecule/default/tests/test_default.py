@@ -81,7 +81,8 @@ def test_gmond_knows_every_host_and_the_pft_metrics(host):
     for h in root.iter("HOST"):
         if h.get("NAME") in compute:
             metrics = {m.get("NAME"): m.get("VAL") for m in h.iter("METRIC")}
-            for metric in ("pft_guest_count", "pft_guest_names", "pft_xen_free_memory_mb"):
+            for metric in ("pft_guest_count", "pft_guest_names", "pft_guest_maxmem_mb",
+                           "pft_xen_free_memory_mb"):
                 assert metric in metrics, f"{h.get('NAME')} has no {metric} in {host.backend.hostname}'s gmond"
 
 

@@ -4,6 +4,7 @@ The real paths are checked on the testbed (molecule/default/tests/test_default.p
 migration key on real dom0s; the pft metrics in real gmonds). Here: the forced command's
 accept/refuse rules, and the metrics script's parsing of `xl` output and its gmetric argv.
 """
+import json
 import os
 import subprocess
 import sys
@@ -71,7 +72,11 @@ def test_wrapper_refuses_everything_else(wrapper, command):
     assert "may only run 'xl migrate-receive'" in out.stderr
 
 
-def test_metrics_script_publishes_guests_and_free_memory(tmp_path):
+FIXTURES = os.path.join(REPO, "tests", "unit", "plugins", "module_utils", "fixtures", "xen")
+
+
+def metrics_script(tmp_path, xl_list_l):
+    """The templated pft-xen-metrics with a stand-in xl (list -l prints xl_list_l) and a logging gmetric."""
     lib = tmp_path / "lib"
     lib.mkdir()
     os.symlink(os.path.join(REPO, "plugins", "module_utils", "pft_ganglia.py"), lib / "pft_ganglia.py")
@@ -79,13 +84,12 @@ def test_metrics_script_publishes_guests_and_free_memory(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     fake(bindir, "gmetric", f'printf "%s|" "$@" >> {log}; echo >> {log}\n')
-    # Recorded from `xl list` / `xl info` on a testbed dom0 (format), values trimmed.
-    xl = fake(tmp_path, "xl", """case "$1" in
-list) printf 'Name                                        ID   Mem VCPUs\\tState\\tTime(s)\\n'
-      printf 'Domain-0                                     0   512     1     r-----      52.1\\n'
-      printf 'guest2                                       3   160     1     -b----       8.4\\n'
-      printf 'guest1                                       2   160     1     -b----       9.0\\n' ;;
-info) printf 'host                   : compute1\\nfree_memory            : 431\\nxen_major              : 4\\n' ;;
+    listing = tmp_path / "xl-list-l.json"
+    listing.write_text(xl_list_l)
+    # `xl info` format recorded on a testbed dom0, values trimmed.
+    xl = fake(tmp_path, "xl", f"""case "$1 $2" in
+"list -l") cat {listing} ;;
+"info "*) printf 'host                   : compute1\\nfree_memory            : 431\\nxen_major              : 4\\n' ;;
 esac
 """)
     script = render("pft-xen-metrics.py.j2", tmp_path / "pft-xen-metrics", xen_host_metrics_lib_dir=str(lib),
@@ -95,10 +99,41 @@ esac
     open(script, "w").write(text)
     out = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60,
                          env={"PATH": f"{bindir}:/usr/bin:/bin"})
+    calls = [line.split("|")[:-1] for line in log.read_text().splitlines()] if log.exists() else []
+    return out, calls
+
+
+def recorded_listing():
+    with open(os.path.join(FIXTURES, "xl-list-l.json.txt")) as f:
+        return "".join(line for line in f if not line.startswith("#"))
+
+
+def test_metrics_script_publishes_guests_their_memory_and_free_memory(tmp_path):
+    # The `xl list -l` recorded on a testbed dom0 (Domain-0 and the 128 MiB test guest pfte2e)
+    out, calls = metrics_script(tmp_path, recorded_listing())
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["pft_guest_count=2", "pft_guest_names=guest1,guest2", "pft_xen_free_memory_mb=431"]
-    calls = [line.split("|")[:-1] for line in log.read_text().splitlines()]
-    assert [c[c.index("-n") + 1] for c in calls] == ["pft_guest_count", "pft_guest_names", "pft_xen_free_memory_mb"]
+    assert out.stdout.split() == ["pft_guest_count=1", "pft_guest_names=pfte2e", "pft_guest_maxmem_mb=pfte2e=128",
+                                  "pft_xen_free_memory_mb=431"]
+    assert [c[c.index("-n") + 1] for c in calls] == ["pft_guest_count", "pft_guest_names", "pft_guest_maxmem_mb",
+                                                     "pft_xen_free_memory_mb"]
     for c in calls:
         assert c[:3] == ["-c", "/etc/ganglia/gmond.conf", "-n"]
         assert c[c.index("-x") + 1] == "60"
+
+
+def test_metrics_script_lists_several_guests_sorted(tmp_path):
+    doms = [{"domid": 0, "config": {"c_info": {"name": "Domain-0"}, "b_info": {"max_memkb": 524288}}},
+            {"domid": 3, "config": {"c_info": {"name": "guest2"}, "b_info": {"max_memkb": 163840}}},
+            {"domid": 2, "config": {"c_info": {"name": "guest1"}, "b_info": {"target_memkb": 262144}}}]
+    out, _ = metrics_script(tmp_path, json.dumps(doms))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[:3] == ["pft_guest_count=2", "pft_guest_names=guest1,guest2",
+                                      "pft_guest_maxmem_mb=guest1=256,guest2=160"]
+
+
+def test_metrics_script_publishes_nothing_when_a_guest_has_no_memory(tmp_path):
+    doms = [{"domid": 2, "config": {"c_info": {"name": "guest1"}, "b_info": {}}}]
+    out, calls = metrics_script(tmp_path, json.dumps(doms))
+    assert out.returncode == 1
+    assert "no memory for guest guest1" in out.stderr
+    assert calls == []

@@ -11,8 +11,9 @@ import time
 import pytest
 
 from ansible.module_utils.pft_ganglia import (
-    Criteria, GangliaError, GangliaUnreachable, GangliaXMLError, REASONS, fetch_xml, gmetric_argv,
-    parse_endpoint, parse_xml, pft_node_metrics, publish_metrics, rank_targets, read_ganglia, validate_metric)
+    Criteria, GangliaError, GangliaUnreachable, GangliaXMLError, REASONS, fetch_xml, format_guest_memory,
+    gmetric_argv, guest_placement, parse_endpoint, parse_guest_memory, parse_xml, pft_node_metrics,
+    publish_metrics, rank_targets, read_ganglia, validate_metric)
 
 HEADER = """<?xml version="1.0" encoding="ISO-8859-1" standalone="yes"?>
 <!DOCTYPE GANGLIA_XML [
@@ -424,3 +425,64 @@ def test_publish_metrics_timeout_is_reported():
                         runner=lambda argv, timeout: __import__("ansible.module_utils.pft_ganglia", fromlist=["x"])
                         .run_argv(["sleep", "5"], timeout))
     assert "timed out" in str(err.value)
+
+
+# -- guest placement (ganglia_placement_info) ---------------------------------
+def placed_host(name, ip, names="guest1", memory="guest1=160", tn=1, metric_tn=0, tmax=60):
+    extra = ""
+    if names is not None:
+        extra += metric_xml("pft_guest_names", names, metric_tn, tmax=tmax, mtype="string")
+    if memory is not None:
+        extra += metric_xml("pft_guest_maxmem_mb", memory, metric_tn, tmax=tmax, mtype="string")
+    return host_xml(name, ip, tn=tn, extra=extra)
+
+
+def test_guest_memory_round_trip_and_bad_values():
+    assert format_guest_memory({"g2": 256, "g1": 160}) == "g1=160,g2=256"
+    assert format_guest_memory({}) == ""
+    assert parse_guest_memory("g1=160,g2=256") == {"g1": 160, "g2": 256}
+    assert parse_guest_memory("") == {}
+    for bad in ("g1", "g1=", "g1=-5", "g1=1.5", "a b=1", "g1=160;id"):
+        with pytest.raises(GangliaError) as err:
+            parse_guest_memory(bad, origin="metric m of n1")
+        assert "metric m of n1" in str(err.value)
+    for bad in ({"g 1": 1}, {"g1": -1}, {"g1": "160"}, {"g1": True}):
+        with pytest.raises(GangliaError):
+            format_guest_memory(bad)
+
+
+def test_node_metrics_with_guest_memory_must_name_the_same_guests():
+    metrics = pft_node_metrics(guests=["g1"], guest_memory_mb={"g1": 160}, xen_free_memory_mb=1)
+    assert [(m["name"], m["value"]) for m in metrics] == [
+        ("pft_guest_count", 1), ("pft_guest_names", "g1"), ("pft_guest_maxmem_mb", "g1=160"),
+        ("pft_xen_free_memory_mb", 1)]
+    with pytest.raises(GangliaError) as err:
+        pft_node_metrics(guests=["g1", "g2"], guest_memory_mb={"g1": 160})
+    assert "g1" in str(err.value) and "g1,g2" in str(err.value)
+
+
+def test_guest_placement_from_the_nodes_own_metrics():
+    snapshot = snap(placed_host("compute1", "10.0.0.11"),
+                    placed_host("compute2", "10.0.0.12", names="b,a", memory="a=100,b=200"),
+                    placed_host("compute3", "10.0.0.13", names="", memory=""))
+    placement, unknown = guest_placement(snapshot, ["compute1", "compute2", "compute3", "10.0.0.11"])
+    assert unknown == {}
+    assert placement == {"compute1": [{"name": "guest1", "maxmem_mb": 160}],
+                         "compute2": [{"name": "a", "maxmem_mb": 100}, {"name": "b", "maxmem_mb": 200}],
+                         "compute3": [], "10.0.0.11": [{"name": "guest1", "maxmem_mb": 160}]}
+
+
+@pytest.mark.parametrize("host,why", [
+    (None, "not known to Ganglia"),
+    (placed_host("compute1", "10.0.0.11", tn=200), "down in Ganglia"),
+    (placed_host("compute1", "10.0.0.11", names=None), "metric pft_guest_names not published"),
+    (placed_host("compute1", "10.0.0.11", memory=None), "metric pft_guest_maxmem_mb not published"),
+    (placed_host("compute1", "10.0.0.11", metric_tn=121), "metric pft_guest_names is stale"),
+    (placed_host("compute1", "10.0.0.11", memory="guest1"), "metric pft_guest_maxmem_mb of compute1"),
+    (placed_host("compute1", "10.0.0.11", names="guest1,guest2"), "disagree"),
+])
+def test_guest_placement_unknown_is_never_no_guests(host, why):
+    snapshot = snap(*([host] if host else []), placed_host("compute2", "10.0.0.12"))
+    placement, unknown = guest_placement(snapshot, ["compute1", "compute2"])
+    assert placement["compute1"] is None and why in unknown["compute1"]
+    assert placement["compute2"] == [{"name": "guest1", "maxmem_mb": 160}] and "compute2" not in unknown

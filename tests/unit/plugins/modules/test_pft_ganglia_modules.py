@@ -12,6 +12,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 import ganglia_metric
+import ganglia_placement_info
 import ganglia_target_info
 import spare_reservation
 
@@ -22,6 +23,8 @@ XML = b"""<?xml version="1.0" encoding="ISO-8859-1" standalone="yes"?>
 <METRIC NAME="pft_guest_count" VAL="0" TYPE="uint32" UNITS="" TN="1" TMAX="60" DMAX="0" SLOPE="both"/>
 <METRIC NAME="pft_xen_free_memory_mb" VAL="8192" TYPE="uint32" UNITS="" TN="1" TMAX="60" DMAX="0" SLOPE="both"/>
 <METRIC NAME="load_one" VAL="0.3" TYPE="float" UNITS="" TN="1" TMAX="60" DMAX="0" SLOPE="both"/>
+<METRIC NAME="pft_guest_names" VAL="" TYPE="string" UNITS="" TN="1" TMAX="60" DMAX="0" SLOPE="both"/>
+<METRIC NAME="pft_guest_maxmem_mb" VAL="" TYPE="string" UNITS="MiB" TN="1" TMAX="60" DMAX="0" SLOPE="both"/>
 </HOST>
 <HOST NAME="n2" IP="10.0.0.2" REPORTED="1" TN="1" TMAX="20" DMAX="0" GMOND_STARTED="1">
 <METRIC NAME="pft_guest_count" VAL="0" TYPE="uint32" UNITS="" TN="1" TMAX="60" DMAX="0" SLOPE="both"/>
@@ -159,3 +162,37 @@ def test_ganglia_metric_errors_name_the_fault(tmp_path, capsys):
     result = run_module(ganglia_metric, {"metrics": [{"name": "m", "value": "x", "type": "uint32"}],
                                          "config": str(conf)}, capsys, check_mode=True)
     assert result["failed"] and "metric m" in result["msg"]
+
+
+def test_placement_info_reads_each_nodes_guests(xml_server, capsys):
+    result = run_module(ganglia_placement_info, {"endpoints": [xml_server["endpoint"]],
+                                                 "nodes": ["n1", "n2", "n9"]}, capsys, check_mode=True)
+    assert result["rc"] == 0 and result["changed"] is False
+    assert result["placement"] == {"n1": [], "n2": None, "n9": None}
+    assert "pft_guest_names not published" in result["unknown"]["n2"]
+    assert result["unknown"]["n9"] == "not known to Ganglia"
+    assert result["endpoint"] == xml_server["endpoint"]
+
+
+def test_placement_info_fails_naming_the_endpoints(capsys):
+    dead = dead_endpoint()
+    result = run_module(ganglia_placement_info, {"endpoints": [dead], "nodes": ["n1"]}, capsys)
+    assert result["failed"] and dead in result["msg"]
+    result = run_module(ganglia_placement_info, {"endpoints": [dead], "nodes": ["n1"], "timeout": 0}, capsys)
+    assert result["failed"] and "timeout" in result["msg"]
+
+
+def test_ganglia_metric_publishes_guest_memory(tmp_path, capsys):
+    conf = tmp_path / "gmond.conf"
+    conf.write_text("\n")
+    result = run_module(ganglia_metric, {"guests": ["vm1"], "guest_memory_mb": {"vm1": 160}, "config": str(conf)},
+                        capsys, check_mode=True)
+    assert result["rc"] == 0
+    assert [(m["name"], m["value"]) for m in result["metrics"]] == [
+        ("pft_guest_count", "1"), ("pft_guest_names", "vm1"), ("pft_guest_maxmem_mb", "vm1=160")]
+    result = run_module(ganglia_metric, {"guests": ["vm1"], "guest_memory_mb": {"vm2": 160}, "config": str(conf)},
+                        capsys, check_mode=True)
+    assert result["failed"] and "vm2" in result["msg"]
+    result = run_module(ganglia_metric, {"guest_memory_mb": {"vm1": "lots"}, "config": str(conf)},
+                        capsys, check_mode=True)
+    assert result["failed"] and "vm1" in result["msg"] and "lots" in result["msg"]

@@ -1,0 +1,1 @@
+../plugins/modules/ganglia_placement_info.py

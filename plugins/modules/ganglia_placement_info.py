@@ -1,0 +1,173 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+"""Ansible module ganglia_placement_info: which guests each node runs, from Ganglia."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ganglia_placement_info
+short_description: Read which guests each Xen node runs from the nodes' own Ganglia metrics
+description:
+  - Reads the Ganglia XML of a gmond or gmetad (the first of O(endpoints) that answers with valid XML) and
+    returns, for each of O(nodes), the guests that node's dom0 last published (O(names_metric)) with each
+    guest's maximum memory (O(memory_metric)). The metrics are published by roles/xen_host's
+    C(pft-xen-metrics) timer, or by M(ganglia_metric).
+  - It lets the watch learn where the guests run from one read on the controller, in a fraction of a second,
+    instead of running M(xen_domain_info) on every dom0 before it can start sampling.
+  - A node whose guests cannot be known is C(null) in RV(placement), with the reason in RV(unknown). That
+    happens when Ganglia does not know it, the host is down (C(TN > host_down_factor x TMAX)), a metric is
+    missing, stale (C(TN > metric_stale_factor x TMAX)) or malformed, or the two metrics disagree. Unknown
+    never means "no guests".
+  - The metrics may be up to one publishing interval old. Whoever acts on a placement must check it on the
+    node; M(xen_migrate) fails, and changes nothing, when the guest does not run on its source.
+  - Read-only. Fails, naming every endpoint and its error, when Ganglia is unreachable or its XML is malformed.
+version_added: "0.2.0"
+author:
+  - pft developers
+options:
+  endpoints:
+    description:
+      - Ganglia XML endpoints, tried in order, as V(host), V(host:port) or V([ipv6]:port).
+      - gmond serves its XML on its C(tcp_accept_channel) (usually 8649), gmetad on 8651.
+    type: list
+    elements: str
+    required: true
+  default_port:
+    description: Port used for endpoints given without one.
+    type: int
+    default: 8649
+  timeout:
+    description: Deadline in seconds for connecting to and reading one endpoint.
+    type: float
+    default: 5.0
+  max_bytes:
+    description: Size cap for the XML of one endpoint; a larger answer counts as a failure of that endpoint.
+    type: int
+    default: 67108864
+  nodes:
+    description: The nodes to report (usually the compute group). Names are matched to Ganglia host names
+      exactly, then by IP address, then by unique short name.
+    type: list
+    elements: str
+    required: true
+  names_metric:
+    description: Metric each node publishes with the comma-separated names of its guests.
+    type: str
+    default: pft_guest_names
+  memory_metric:
+    description: Metric each node publishes with each guest's maximum memory, as V(guest=MiB,...).
+    type: str
+    default: pft_guest_maxmem_mb
+  host_down_factor:
+    description: A host is down when its C(TN) is greater than this times its C(TMAX) (Ganglia's rule is 4).
+    type: float
+    default: 4.0
+  metric_stale_factor:
+    description: A metric is stale when its C(TN) is greater than this times its C(TMAX).
+    type: float
+    default: 2.0
+extends_documentation_fragment:
+  - pft.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Read-only; check mode runs exactly as a normal run.
+  diff_mode:
+    support: none
+requirements:
+  - defusedxml (on the host that runs the module, usually the controller)
+notes:
+  - Run it on the controller (C(delegate_to) V(localhost), C(run_once)); it only talks to Ganglia.
+seealso:
+  - module: ganglia_metric
+  - module: ganglia_target_info
+  - module: xen_domain_info
+"""
+
+EXAMPLES = r"""
+- name: Where do the guests run (as the dom0s last published it)
+  ganglia_placement_info:
+    endpoints: [head:8649, head:8651]
+    nodes: "{{ groups['compute'] }}"
+  delegate_to: localhost
+  run_once: true
+  register: pft_ganglia_placement
+
+- name: Name the nodes whose guests are not known
+  ansible.builtin.debug:
+    msg: "{{ item.key }}: {{ item.value }}"
+  loop: "{{ pft_ganglia_placement.unknown | dict2items }}"
+"""
+
+RETURN = r"""
+placement:
+  description: Every node of O(nodes) mapped to its guests (sorted by name), or to null when they are not known.
+  returned: always
+  type: dict
+  sample:
+    compute1: [{name: guest1, maxmem_mb: 160}]
+    compute3: []
+    compute4: null
+unknown:
+  description: The nodes that are null in RV(placement), each with the reason.
+  returned: always
+  type: dict
+  sample: {compute4: "metric pft_guest_names is stale: TN 200 s > 2 x TMAX 60 s"}
+endpoint:
+  description: The endpoint whose XML was used.
+  returned: always
+  type: str
+  sample: head:8649
+endpoint_errors:
+  description: Errors of the endpoints tried before RV(endpoint).
+  returned: always
+  type: list
+  elements: str
+  sample: ["Ganglia endpoint head:8651: cannot connect: Connection refused"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.pft_ganglia import (  # noqa: E402
+    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, GangliaError, guest_placement, read_ganglia)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            endpoints=dict(type="list", elements="str", required=True),
+            default_port=dict(type="int", default=8649),
+            timeout=dict(type="float", default=5.0),
+            max_bytes=dict(type="int", default=64 * 1024 * 1024),
+            nodes=dict(type="list", elements="str", required=True),
+            names_metric=dict(type="str", default="pft_guest_names"),
+            memory_metric=dict(type="str", default="pft_guest_maxmem_mb"),
+            host_down_factor=dict(type="float", default=4.0),
+            metric_stale_factor=dict(type="float", default=2.0),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_DEFUSEDXML:
+        module.fail_json(msg=missing_required_lib("defusedxml"), exception=str(DEFUSEDXML_IMPORT_ERROR))
+    p = module.params
+    for key in ("timeout", "host_down_factor", "metric_stale_factor"):
+        if p[key] <= 0:
+            module.fail_json(msg="%s must be > 0, got %s" % (key, p[key]))
+    if p["max_bytes"] <= 0:
+        module.fail_json(msg="max_bytes must be > 0, got %d" % p["max_bytes"])
+    if not p["endpoints"]:
+        module.fail_json(msg="endpoints is empty: give at least one Ganglia gmond/gmetad host[:port]")
+    try:
+        snapshot, endpoint, errors = read_ganglia(p["endpoints"], timeout=p["timeout"], max_bytes=p["max_bytes"],
+                                                  default_port=p["default_port"],
+                                                  metrics=(p["names_metric"], p["memory_metric"]))
+        placement, unknown = guest_placement(snapshot, p["nodes"], names_metric=p["names_metric"],
+                                             memory_metric=p["memory_metric"],
+                                             host_down_factor=p["host_down_factor"],
+                                             metric_stale_factor=p["metric_stale_factor"])
+    except GangliaError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, placement=placement, unknown=unknown, endpoint=endpoint, endpoint_errors=errors)
+
+
+if __name__ == "__main__":
+    main()
