@@ -15,6 +15,9 @@ Each run:
 
 Per run it reports
   detect   = the decision's time stamp (watch-state.json, just after ipmi_health_info returned) - t_cross
+  journal  = the audit journal entry's start (after placement, ranking and reservation) - t_cross
+  module_process, module_code = xen_migrate's process start on compute1 (/proc, +-1 s) and the
+             entry into its code - t_cross: Ansible's dispatch, then the interpreter's start
   migrate  = xl migrate started - t_cross
 and compares the median of `migrate` with the issue's target, 2 x interval + hysteresis x interval.
 The peer is that target (the bound a sampling watcher with this interval and hysteresis can reach).
@@ -55,6 +58,10 @@ def where(tb, guest):
         if any(line.split()[0] == guest for line in out if line.split()):
             nodes.append(n)
     return nodes
+
+
+def fmt(value):
+    return "%.2f" % value if value is not None else "?"
 
 
 def clock_offset(tb, node):
@@ -111,9 +118,13 @@ def one_run(tb, inv, window, log):
     if not mig:
         raise SystemExit("no migration recorded: %s" % recs)
     offset, rtt = clock_offset(tb, "compute1")
-    started_ctrl = mig[0]["migration"]["wall_t0"] - offset
-    return {"detect": decided - t_cross["t"], "migrate": started_ctrl - t_cross["t"], "clock_err": rtt / 2,
-            "total_s": mig[0]["migration"].get("total_s")}
+    m = mig[0]["migration"]
+
+    def on_ctrl(key):  # a time stamp taken on compute1, on the controller's clock, relative to the crossing
+        return m[key] - offset - t_cross["t"] if m.get(key) is not None else None
+    return {"detect": decided - t_cross["t"], "journal": mig[0]["started"] - t_cross["t"],
+            "module_process": on_ctrl("wall_process_start"), "module_code": on_ctrl("wall_called"),
+            "migrate": on_ctrl("wall_t0"), "clock_err": rtt / 2, "total_s": m.get("total_s")}
 
 
 def main():
@@ -135,13 +146,23 @@ def main():
         restore(tb, inv[:4])
         r = one_run(tb, inv, args.window, log)
         results.append(r)
-        print("run %d: detect=%.2f s migrate_start=%.2f s (clock error <= %.2f s) migration took %s s"
-              % (i + 1, r["detect"], r["migrate"], r["clock_err"], r["total_s"]), flush=True)
+        print("run %d: verdict %.2f s, journal %.2f s, xen_migrate process on compute1 %s s, its code %s s, "
+              "xl migrate %.2f s after the crossing (compute1 clock error <= %.2f s; process start +-1 s); "
+              "migration took %s s"
+              % (i + 1, r["detect"], r["journal"], fmt(r["module_process"]), fmt(r["module_code"]), r["migrate"],
+                 r["clock_err"], r["total_s"]), flush=True)
     restore(tb, inv[:4])
     target = 2 * args.interval + args.hysteresis * args.interval
     det = statistics.median(r["detect"] for r in results)
     mig = statistics.median(r["migrate"] for r in results)
     print("target (2 x interval + hysteresis x interval) = %.1f s" % target)
+    for key, what in (("detect", "crossing -> verdict (sampling, hysteresis)"),
+                      ("journal", "-> journal (decide, placement, rank, reserve on the controller)"),
+                      ("module_process", "-> xen_migrate process starts on the source (Ansible dispatch)"),
+                      ("module_code", "-> its code runs (interpreter and imports on the source dom0)"),
+                      ("migrate", "-> xl migrate starts (source and target checks)")):
+        values = [r[key] for r in results if r[key] is not None]
+        print("  median %-15s %7s s  %s" % (key, fmt(statistics.median(values)) if values else "?", what))
     print("detect-latency runs=%d: detect=%.2f migrate_start=%.2f target=%.1f ratio=%.2f"
           % (len(results), det, mig, target, mig / target))
 

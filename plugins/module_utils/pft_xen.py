@@ -906,10 +906,24 @@ def check_target(probe, guest_mb, margin_mb=16, source_toolstack=None, require_s
     return checks
 
 
+def process_start_wall(pid="self"):
+    """Wall-clock time at which this process started (Linux /proc), or None."""
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of proc(5), counted after "(comm)"
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return round(btime + start_ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=900.0, stall_timeout=90.0,
             shim=SHIM, log_path=None, check_mode=False, margin_mb=16, guard=None, runner=None, xl=XL,
             source_host=None):
     """Migrate and verify. Returns (failed: bool, msg: str, result: dict)."""
+    wall_called = time.time()
     check_name(guest)
     check_host(target)
     if mode not in MODES:
@@ -964,6 +978,10 @@ def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=9
             it["pages"] = None
     stats["mode"] = mode
     stats["wall_t0"] = round(mig.wall_t0, 3)
+    # where the time before `xl migrate` went (detection latency, docs/performance.md P2): the module's
+    # process start (Ansible's dispatch ends), its code start (interpreter and imports), the checks
+    stats["wall_process_start"] = process_start_wall()
+    stats["wall_called"] = round(wall_called, 3)
     stats["xl_rc"] = rc
     stats["xl_result"] = mig.log.result
     stats["convergence"] = mig.guard_verdict or "converged"

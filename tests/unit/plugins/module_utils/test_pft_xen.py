@@ -13,6 +13,7 @@ import jinja2
 import pytest
 
 from ansible.module_utils.pft_xen import (
+    process_start_wall,
     ConvergenceGuard, MigrationLog, XenError, check_host, check_name, check_target, domain_info, find_domain,
     host_facts, migrate, nfs_server, parse_probe, parse_xl_info, parse_xl_list, parse_xl_list_long,
     parse_xl_uptime, probe_argv, running_once, state_word)
@@ -451,3 +452,16 @@ def test_write_log_reports_instead_of_raising(tmp_path):
     blocker.write_text("not a directory")
     err = write_log(str(blocker / "migrations.jsonl"), [{"kind": "summary"}])
     assert err and str(blocker) in err and "could not append" in err
+
+
+def test_process_start_wall_is_this_process_start():
+    import time
+    started = process_start_wall()
+    assert started is not None and time.time() - 86400 < started <= time.time() + 1
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        assert started - 1 <= process_start_wall(child.pid) <= time.time() + 1
+    finally:
+        child.kill()
+        child.wait()
+    assert process_start_wall(2 ** 22 + 1) is None
