@@ -172,11 +172,13 @@ class SiteCluster:
         return subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout)
 
     def read_guests(self):
-        env = dict(self.env(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+        # ansible-core has no json stdout callback any more (ansible.posix has): the default one, with
+        # results as JSON, prints "head | SUCCESS => {...}"
+        env = dict(self.env(), ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_NOCOLOR="1")
         argv = [os.path.join(VENV_BIN, "ansible"), *self.inventory_args, "head", "-m", "ansible.builtin.debug",
                 "-a", "var=pft_guests"]
         out = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True)
-        result = json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"]["head"]["pft_guests"]
+        result = json.loads(out.stdout.split("=>", 1)[1])["pft_guests"]
         return [{k: g[k] for k in ("name", "host", "mac", "ip")} for g in result]
 
 
