@@ -13,8 +13,8 @@ import time
 import pytest
 
 from ansible.module_utils.pft_ganglia import (
-    Criteria, GangliaUnreachable, GangliaXMLError, parse_xml, pft_node_metrics, publish_metrics, rank_targets,
-    read_ganglia)
+    Criteria, GangliaUnreachable, GangliaXMLError, guest_placement, parse_xml, pft_node_metrics, publish_metrics,
+    rank_targets, read_ganglia)
 from ansible.module_utils.pft_reservation import ReservationStore
 from pft_paths import REPO
 from pft_testbed.gmond import Gmond, GmondNamespaceCluster, SimHost
@@ -180,6 +180,20 @@ def test_publish_pft_metrics_with_gmetric(gmond):
     assert host.metrics["pft_guest_names"].val == "vm-a,vm-b"
     assert host.metrics["pft_xen_free_memory_mb"].number() == 3072
     assert host.metrics["pft_xen_free_memory_mb"].tmax == 30
+
+
+def test_placement_from_the_metrics_a_node_publishes(gmond):
+    """What the watch reads: a node publishes its guests with their memory through real gmetric (as
+    pft-xen-metrics does), and guest_placement reads them back from real gmond's XML."""
+    metrics = pft_node_metrics(guests=["guest2", "guest1"], guest_memory_mb={"guest1": 160, "guest2": 256},
+                               xen_free_memory_mb=512, tmax=30)
+    publish_metrics(metrics, config=gmond.config_path, timeout=10)
+    gmond.wait_for(lambda xml: b'NAME="pft_guest_maxmem_mb"' in xml and b'NAME="pft_guest_names"' in xml,
+                   what="published placement")
+    snapshot, endpoint, _ = read_ganglia([gmond.endpoint], timeout=5)
+    placement, unknown = guest_placement(snapshot, [gmond.hostname, "nosuchnode"])
+    assert placement[gmond.hostname] == [{"name": "guest1", "maxmem_mb": 160}, {"name": "guest2", "maxmem_mb": 256}]
+    assert placement["nosuchnode"] is None and unknown == {"nosuchnode": "not known to Ganglia"}
 
 
 # -- concurrency: parallel processes ---------------------------------------------------------------------------------
