@@ -38,3 +38,32 @@ options:
     type: float
     default: 30
 """
+
+    # Reading Ganglia's XML (ganglia_target_info, ganglia_placement_info); the matching argument
+    # spec is pft_ganglia.READ_ARGS, and check_read_args() its checks.
+    GANGLIA_READ = r"""
+options:
+  endpoints:
+    description:
+      - Ganglia XML endpoints, tried in order, as V(host), V(host:port) or V([ipv6]:port).
+      - gmond serves its XML on its C(tcp_accept_channel) (usually 8649), gmetad on 8651.
+    type: list
+    elements: str
+    required: true
+  default_port:
+    description: Port used for endpoints given without one.
+    type: int
+    default: 8649
+  timeout:
+    description: Deadline in seconds for connecting to and reading one endpoint.
+    type: float
+    default: 5.0
+  max_bytes:
+    description: Size cap for the XML of one endpoint; a larger answer counts as a failure of that endpoint.
+    type: int
+    default: 67108864
+  host_down_factor:
+    description: A host is down when its C(TN) is greater than this times its C(TMAX) (Ganglia's rule is 4).
+    type: float
+    default: 4.0
+"""

@@ -559,6 +559,30 @@ def rank_targets(snapshot, candidates, source=None, memory_mb=0, exclude=(), res
 
 
 # --------------------------------------------------------------------------
+# Module arguments shared by the modules that read Ganglia (doc fragment pft.ganglia_read)
+# --------------------------------------------------------------------------
+READ_ARGS = dict(
+    endpoints=dict(type="list", elements="str", required=True),
+    default_port=dict(type="int", default=DEFAULT_PORT),
+    timeout=dict(type="float", default=DEFAULT_TIMEOUT),
+    max_bytes=dict(type="int", default=DEFAULT_MAX_BYTES),
+    host_down_factor=dict(type="float", default=DEFAULT_HOST_DOWN_FACTOR),
+)
+
+
+def check_read_args(params, positive=("timeout", "host_down_factor")):
+    """The message for the first bad READ_ARGS value (and any other ``positive`` ones), or None."""
+    for key in positive:
+        if params[key] <= 0:
+            return "%s must be > 0, got %s" % (key, params[key])
+    if params["max_bytes"] <= 0:
+        return "max_bytes must be > 0, got %d" % params["max_bytes"]
+    if not params["endpoints"]:
+        return "endpoints is empty: give at least one Ganglia gmond/gmetad host[:port]"
+    return None
+
+
+# --------------------------------------------------------------------------
 # Guest placement (where the watch learns which guests each node runs)
 # --------------------------------------------------------------------------
 def guest_placement(snapshot, nodes, names_metric=DEFAULT_GUEST_NAMES_METRIC,

@@ -30,25 +30,6 @@ version_added: "0.1.0"
 author:
   - pft developers
 options:
-  endpoints:
-    description:
-      - Ganglia XML endpoints, tried in order, as V(host), V(host:port) or V([ipv6]:port).
-      - gmond serves its XML on its C(tcp_accept_channel) (usually 8649), gmetad on 8651.
-    type: list
-    elements: str
-    required: true
-  default_port:
-    description: Port used for endpoints given without one.
-    type: int
-    default: 8649
-  timeout:
-    description: Deadline in seconds for connecting to and reading one endpoint.
-    type: float
-    default: 5.0
-  max_bytes:
-    description: Size cap for the XML of one endpoint; a larger answer counts as a failure of that endpoint.
-    type: int
-    default: 67108864
   candidates:
     description: Hosts that may receive the guest (usually a group). Names are matched to Ganglia host names
       exactly, then by IP address, then by unique short name.
@@ -91,10 +72,6 @@ options:
     description: Metric used to order acceptable hosts, lowest first.
     type: str
     default: load_one
-  host_down_factor:
-    description: A host is down when its C(TN) is greater than this times its C(TMAX) (Ganglia's rule is 4).
-    type: float
-    default: 4.0
   metric_stale_factor:
     description: A criterion metric is stale when its C(TN) is greater than this times its C(TMAX).
     type: float
@@ -112,6 +89,7 @@ options:
     default: false
 extends_documentation_fragment:
   - pft.attributes
+  - pft.ganglia_read
 attributes:
   check_mode:
     support: full
@@ -258,17 +236,15 @@ reservations:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible.module_utils.pft_ganglia import (  # noqa: E402
-    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, Criteria, GangliaError, rank_targets, read_ganglia)
+    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, READ_ARGS, Criteria, GangliaError, check_read_args, rank_targets,
+    read_ganglia)
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore  # noqa: E402
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            endpoints=dict(type="list", elements="str", required=True),
-            default_port=dict(type="int", default=8649),
-            timeout=dict(type="float", default=5.0),
-            max_bytes=dict(type="int", default=64 * 1024 * 1024),
+            READ_ARGS,
             candidates=dict(type="list", elements="str", required=True),
             source=dict(type="str"),
             memory_mb=dict(type="int", required=True),
@@ -278,7 +254,6 @@ def main():
             guest_metric=dict(type="str", default="pft_guest_count"),
             free_memory_metric=dict(type="str", default="pft_xen_free_memory_mb"),
             load_metric=dict(type="str", default="load_one"),
-            host_down_factor=dict(type="float", default=4.0),
             metric_stale_factor=dict(type="float", default=2.0),
             reservation_dir=dict(type="path"),
             reservation_owner=dict(type="str"),
@@ -289,15 +264,11 @@ def main():
     if not HAS_DEFUSEDXML:
         module.fail_json(msg=missing_required_lib("defusedxml"), exception=str(DEFUSEDXML_IMPORT_ERROR))
     p = module.params
-    for key in ("timeout", "host_down_factor", "metric_stale_factor"):
-        if p[key] <= 0:
-            module.fail_json(msg="%s must be > 0, got %s" % (key, p[key]))
+    bad = check_read_args(p, positive=("timeout", "host_down_factor", "metric_stale_factor"))
+    if bad:
+        module.fail_json(msg=bad)
     if p["memory_mb"] < 0:
         module.fail_json(msg="memory_mb must be >= 0, got %d" % p["memory_mb"])
-    if p["max_bytes"] <= 0:
-        module.fail_json(msg="max_bytes must be > 0, got %d" % p["max_bytes"])
-    if not p["endpoints"]:
-        module.fail_json(msg="endpoints is empty: give at least one Ganglia gmond/gmetad host[:port]")
 
     reserved = {}
     reservations = {}
