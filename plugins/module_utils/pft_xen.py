@@ -1090,8 +1090,10 @@ def prestage(guest, target, config=None, nfs=None, balloon_to_mb=None, balloon_f
     runner = runner or run
     steps, checks = [], []
 
-    def step(name, t0, **data):
-        steps.append(dict(name=name, seconds=round(clock() - t0, 3), **data))
+    def step(name, t0, **data):   # data may carry its own "seconds" (the balloon's), which wins
+        entry = dict(name=name, seconds=round(clock() - t0, 3))
+        entry.update(data)
+        steps.append(entry)
 
     t = clock()
     info = domain_info([guest], runner=runner, timeout=min(timeout, 60), xl=xl)
@@ -1563,8 +1565,10 @@ def restore(guest, image=None, config=None, absent_on=(), source_down_confirmed=
     result = dict(changed=False, restored=False, checks=checks, steps=steps, checkpoint=None, restore_s=None,
                   guest=None)
 
-    def step(name, t0, **data):
-        steps.append(dict(name=name, seconds=round(clock() - t0, 3), **data))
+    def step(name, t0, **data):   # data may carry its own "seconds" (the balloon's), which wins
+        entry = dict(name=name, seconds=round(clock() - t0, 3))
+        entry.update(data)
+        steps.append(entry)
 
     facts = image_facts(image, wall)
     result["checkpoint"] = facts

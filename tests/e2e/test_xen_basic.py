@@ -24,7 +24,7 @@ def test_domain_info_reports_domains_and_host(xen_cluster):
     assert names[0] == "Domain-0" and GUEST in res["guests"] and "Domain-0" not in res["guests"]
     g = [d for d in res["domains"] if d["name"] == GUEST][0]
     assert g["memory_mb"] == 128 and g["maxmem_mb"] == 128 and g["vcpus"] == 1 and g["type"] == "pv"
-    assert g["state"] in ("running", "blocked") and g["uptime_s"] >= 0
+    assert g["state"] in ("running", "blocked", "idle") and g["uptime_s"] >= 0   # idle: xl's "------"
     assert g["kernel"].endswith("/vmlinuz")
     host = res["host"]
     assert host["shadow_paging"] is True and "shadow" in host["virt_caps"]
@@ -87,7 +87,7 @@ def test_checkpoint_then_restore_on_the_spare(xen_cluster):
         assert ok, res
         ck = res["checkpoint"]
         assert ck["base"] == "none" and ck["blocks_sent"] == ck["blocks_total"] > 0 and ck["path"] == image
-        assert ck["image_mib"] > 64 and ck["pause_s"] > 0 and ck["guest_state"] in ("running", "blocked")
+        assert ck["image_mib"] > 64 and ck["pause_s"] > 0 and ck["guest_state"] in ("running", "blocked", "idle")
         assert [s["name"] for s in res["steps"]][-3:] == ["save", "sums", "send"]
         assert_runs_once_on(c, name, c.source)
         c.wait_heartbeat(ip, timeout=60)
@@ -103,7 +103,8 @@ def test_checkpoint_then_restore_on_the_spare(xen_cluster):
         assert target_sha == ck["sha256"]
         # the guest still runs on the source: the restore refuses to start it twice
         ok, res = c.module(c.target, "xen_restore", {"guest": name, "absent_on": [c.source]})
-        assert not ok and "%s still runs on %s; refusing to start it twice" % (name, c.source) in res["msg"], res
+        assert not ok and "%s still runs on %s" % (name, c.source) in res["msg"], res
+        assert "refusing to start it twice" in res["msg"], res
         assert_runs_once_on(c, name, c.source)
         time.sleep(10)
         hb_dead = c.wait_heartbeat(ip)

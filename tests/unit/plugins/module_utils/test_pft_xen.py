@@ -434,6 +434,20 @@ def test_prestage_checks_from_recorded_outputs(tmp_path):
     assert probe_call[-1].startswith("pft-probe file=/var/lib/pft/test-guest/vmlinuz")
 
 
+def test_prestage_balloon_step_keeps_the_balloons_own_time():
+    # On the testbed: "dict() got multiple values for keyword argument 'seconds'" (the balloon's
+    # result has its own seconds). Here the guest never shrinks, so the balloon is cancelled.
+    from ansible.module_utils.pft_xen import prestage
+    xl = recorded_xl()
+    xl.answers[("ssh",)] = (0, fixture("pft-probe.txt"), "")
+    xl.answers[("/usr/sbin/xl", "mem-set")] = (0, "", "")
+    res = prestage("pfte2e", "compute2", balloon_to_mb=96, balloon_timeout=0.01, runner=xl)
+    assert res["balloon"]["cancelled"] and not res["balloon"]["ok"] and res["changed"]
+    step = [s for s in res["steps"] if s["name"] == "balloon"][0]
+    assert step["seconds"] == res["balloon"]["seconds"] and step["from_mb"] == 128
+    assert [c[3] for c in xl.calls if c[:2] == ["/usr/sbin/xl", "mem-set"]] == ["96m", "128m"]   # set back
+
+
 # -- the migration log never fails a migration -----------------------------------------------------
 # (the demo's first evacuation on the testbed: the guest had moved, then the module failed with
 # "No such file or directory: '/var/log/pft/migrations.jsonl'" and the watch recorded a failure)
