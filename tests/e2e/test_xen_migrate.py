@@ -84,6 +84,9 @@ def test_no_convergence_abort_keeps_the_guest_on_the_source(xen_cluster):
 
 def test_balloon_down_and_back_up(xen_cluster):
     c = xen_cluster
+    # from the full 128 MiB (an earlier test run that failed half-way may have left it ballooned)
+    ok, res = c.module(c.source, "xen_prestage", {"guest": GUEST, "memory_mb": 128})
+    assert ok and abs(c.xl_list(c.source)[GUEST]["memory_mb"] - 128) <= 4, res
     ok, res = c.module(c.source, "xen_prestage", {"guest": GUEST, "target": c.target, "balloon": True,
                                                   "working_set_mb": 96})
     assert ok, res
