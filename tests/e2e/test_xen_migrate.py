@@ -84,9 +84,7 @@ def test_no_convergence_abort_keeps_the_guest_on_the_source(xen_cluster):
 
 def test_balloon_down_and_back_up(xen_cluster):
     c = xen_cluster
-    # from the full 128 MiB (an earlier test run that failed half-way may have left it ballooned)
-    ok, res = c.module(c.source, "xen_prestage", {"guest": GUEST, "memory_mb": 128})
-    assert ok and abs(c.xl_list(c.source)[GUEST]["memory_mb"] - 128) <= 4, res
+    c.start_guest(GUEST, 1)            # a fresh guest with its full 128 MiB, whatever ran before
     ok, res = c.module(c.source, "xen_prestage", {"guest": GUEST, "target": c.target, "balloon": True,
                                                   "working_set_mb": 96})
     assert ok, res
@@ -100,6 +98,7 @@ def test_balloon_down_and_back_up(xen_cluster):
 
 def test_prestage_checks_the_target(xen_cluster):
     c = xen_cluster
+    c.start_guest(GUEST, 1)
     ok, res = c.module(c.source, "xen_prestage", {"guest": GUEST, "target": c.target,
                                                   "config": "/etc/xen/pft-test/%s.cfg" % GUEST})
     assert ok, res
