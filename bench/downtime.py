@@ -2,7 +2,7 @@
 """Migration downtime on the Xen testbed: the ping-pong formula of seed 002 section 4.3, plus the
 guest's own heartbeat gap, against xen_migrate's own estimate.
 
-    bench/downtime.py [--testbed xen] [--memory 128] [--dirty-mb 0] [--runs 1] [--mode live]
+    PFT_XEN_TESTBED=xen bench/downtime.py [--memory 128] [--dirty-mb 0] [--runs 1] [--mode live]
 
 Needs a running testbed whose compute nodes run Xen (see tests/e2e/xen_helpers.py; same
 PFT_XEN_* variables). One run = guest A -> B -> A, each migration by the xen_migrate module on
