@@ -66,4 +66,8 @@ options:
     description: A host is down when its C(TN) is greater than this times its C(TMAX) (Ganglia's rule is 4).
     type: float
     default: 4.0
+  metric_stale_factor:
+    description: A metric the module reads is stale when its C(TN) is greater than this times its C(TMAX).
+    type: float
+    default: 2.0
 """

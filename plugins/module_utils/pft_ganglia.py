@@ -567,12 +567,13 @@ READ_ARGS = dict(
     timeout=dict(type="float", default=DEFAULT_TIMEOUT),
     max_bytes=dict(type="int", default=DEFAULT_MAX_BYTES),
     host_down_factor=dict(type="float", default=DEFAULT_HOST_DOWN_FACTOR),
+    metric_stale_factor=dict(type="float", default=DEFAULT_METRIC_STALE_FACTOR),
 )
 
 
-def check_read_args(params, positive=("timeout", "host_down_factor")):
-    """The message for the first bad READ_ARGS value (and any other ``positive`` ones), or None."""
-    for key in positive:
+def check_read_args(params):
+    """The message for the first bad READ_ARGS value, or None."""
+    for key in ("timeout", "host_down_factor", "metric_stale_factor"):
         if params[key] <= 0:
             return "%s must be > 0, got %s" % (key, params[key])
     if params["max_bytes"] <= 0:
@@ -710,6 +711,9 @@ def gmetric_argv(metric, gmetric="gmetric", config=None):
     return argv
 
 
+_GUEST_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 def format_guest_memory(guest_memory):
     """``{guest: MiB}`` -> ``"guest1=160,guest2=256"`` (sorted by name), the pft_guest_maxmem_mb value."""
     parts = []
@@ -735,9 +739,6 @@ def parse_guest_memory(text, origin="metric %s" % DEFAULT_GUEST_MEMORY_METRIC):
             raise GangliaError("%s: %r is not guest=MiB" % (origin, part))
         out[name] = int(value)
     return out
-
-
-_GUEST_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def pft_node_metrics(guests=None, xen_free_memory_mb=None, tmax=60, dmax=0,

@@ -14,7 +14,7 @@ description:
     C(pft-xen-metrics) timer, or by M(ganglia_metric).
   - It lets the watch learn where the guests run from one read on the controller, in a fraction of a second,
     instead of running M(xen_domain_info) on every dom0 before it can start sampling.
-  - A node whose guests cannot be known is C(null) in RV(placement), with the reason in RV(unknown). That
+  - A node whose guests cannot be known is C(null) in RV(guests), with the reason in RV(unknown). That
     happens when Ganglia does not know it, the host is down (C(TN > host_down_factor x TMAX)), a metric is
     missing, stale (C(TN > metric_stale_factor x TMAX)) or malformed, or the two metrics disagree. Unknown
     never means "no guests".
@@ -39,10 +39,6 @@ options:
     description: Metric each node publishes with each guest's maximum memory, as V(guest=MiB,...).
     type: str
     default: pft_guest_maxmem_mb
-  metric_stale_factor:
-    description: A metric is stale when its C(TN) is greater than this times its C(TMAX).
-    type: float
-    default: 2.0
 extends_documentation_fragment:
   - pft.attributes
   - pft.ganglia_read
@@ -78,16 +74,18 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-placement:
-  description: Every node of O(nodes) mapped to its guests (sorted by name), or to null when they are not known.
+guests:
+  description: Every node of O(nodes) mapped to the names of its guests (sorted), or to null when they are not known.
   returned: always
   type: dict
-  sample:
-    compute1: [{name: guest1, maxmem_mb: 160}]
-    compute3: []
-    compute4: null
+  sample: {compute1: [guest1], compute3: [], compute4: null}
+maxmem_mb:
+  description: Every node whose guests are known mapped to each guest's maximum memory in MiB.
+  returned: always
+  type: dict
+  sample: {compute1: {guest1: 160}, compute3: {}}
 unknown:
-  description: The nodes that are null in RV(placement), each with the reason.
+  description: The nodes that are null in RV(guests), each with the reason.
   returned: always
   type: dict
   sample: {compute4: "metric pft_guest_names is stale: TN 200 s > 2 x TMAX 60 s"}
@@ -116,14 +114,13 @@ def main():
             nodes=dict(type="list", elements="str", required=True),
             names_metric=dict(type="str", default="pft_guest_names"),
             memory_metric=dict(type="str", default="pft_guest_maxmem_mb"),
-            metric_stale_factor=dict(type="float", default=2.0),
         ),
         supports_check_mode=True,
     )
     if not HAS_DEFUSEDXML:
         module.fail_json(msg=missing_required_lib("defusedxml"), exception=str(DEFUSEDXML_IMPORT_ERROR))
     p = module.params
-    bad = check_read_args(p, positive=("timeout", "host_down_factor", "metric_stale_factor"))
+    bad = check_read_args(p)
     if bad:
         module.fail_json(msg=bad)
     try:
@@ -136,7 +133,11 @@ def main():
                                              metric_stale_factor=p["metric_stale_factor"])
     except GangliaError as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, placement=placement, unknown=unknown, endpoint=endpoint, endpoint_errors=errors)
+    guests = {node: [g["name"] for g in placed] if placed is not None else None for node, placed in placement.items()}
+    maxmem = {node: {g["name"]: g["maxmem_mb"] for g in placed} for node, placed in placement.items()
+              if placed is not None}
+    module.exit_json(changed=False, guests=guests, maxmem_mb=maxmem, unknown=unknown, endpoint=endpoint,
+                     endpoint_errors=errors)
 
 
 if __name__ == "__main__":

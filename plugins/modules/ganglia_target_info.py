@@ -72,10 +72,6 @@ options:
     description: Metric used to order acceptable hosts, lowest first.
     type: str
     default: load_one
-  metric_stale_factor:
-    description: A criterion metric is stale when its C(TN) is greater than this times its C(TMAX).
-    type: float
-    default: 2.0
   reservation_dir:
     description: Directory of M(spare_reservation). Hosts with a live reservation of another owner are
       rejected as C(reserved). Not read when unset.
@@ -254,7 +250,6 @@ def main():
             guest_metric=dict(type="str", default="pft_guest_count"),
             free_memory_metric=dict(type="str", default="pft_xen_free_memory_mb"),
             load_metric=dict(type="str", default="load_one"),
-            metric_stale_factor=dict(type="float", default=2.0),
             reservation_dir=dict(type="path"),
             reservation_owner=dict(type="str"),
             fail_on_none=dict(type="bool", default=False),
@@ -264,7 +259,7 @@ def main():
     if not HAS_DEFUSEDXML:
         module.fail_json(msg=missing_required_lib("defusedxml"), exception=str(DEFUSEDXML_IMPORT_ERROR))
     p = module.params
-    bad = check_read_args(p, positive=("timeout", "host_down_factor", "metric_stale_factor"))
+    bad = check_read_args(p)
     if bad:
         module.fail_json(msg=bad)
     if p["memory_mb"] < 0:

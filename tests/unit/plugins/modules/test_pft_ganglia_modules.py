@@ -168,7 +168,7 @@ def test_placement_info_reads_each_nodes_guests(xml_server, capsys):
     result = run_module(ganglia_placement_info, {"endpoints": [xml_server["endpoint"]],
                                                  "nodes": ["n1", "n2", "n9"]}, capsys, check_mode=True)
     assert result["rc"] == 0 and result["changed"] is False
-    assert result["placement"] == {"n1": [], "n2": None, "n9": None}
+    assert result["guests"] == {"n1": [], "n2": None, "n9": None} and result["maxmem_mb"] == {"n1": {}}
     assert "pft_guest_names not published" in result["unknown"]["n2"]
     assert result["unknown"]["n9"] == "not known to Ganglia"
     assert result["endpoint"] == xml_server["endpoint"]
