@@ -71,10 +71,28 @@ def cluster_from_env():
 
 
 def watch(cluster, node, guest, seconds):
-    """Start a watcher on node; returns the Popen (stdout: B's clock when the guest runs there)."""
-    argv = cluster.tb.ssh_argv(node, "python3 -c %s %s %d" % (json.dumps(WATCHER).replace("$", "\\$"), guest,
-                                                                seconds))
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Start a watcher on node; returns the Popen (stdout: B's clock when the guest runs there).
+
+    The script goes in on standard input (python3 -): through ssh's remote shell, a script in
+    argv loses its newlines."""
+    argv = cluster.tb.ssh_argv(node, "python3 - %s %d" % (guest, seconds))
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(WATCHER)
+    proc.stdin.close()
+    return proc
+
+
+def watched(proc, what, timeout=120):
+    """The clock the watcher printed; says what the watcher said when it printed none."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise SystemExit("%s: the xl list watcher printed nothing within %d s after the migration" % (what, timeout))
+    try:
+        return float(out.strip())
+    except ValueError:
+        raise SystemExit("%s: the xl list watcher printed %r (rc %s): %s" % (what, out, proc.returncode, err.strip()[-500:]))
 
 
 def migrate(cluster, src, dst, guest, mode):
@@ -91,10 +109,10 @@ def one_run(cluster, guest, ip, mode):
     with Poller(ip) as poll:
         w1 = watch(cluster, b, guest, 900)
         r1 = migrate(cluster, a, b, guest, mode)
-        f1b = float(w1.communicate(timeout=120)[0].strip())
+        f1b = watched(w1, "migration 1 (%s -> %s)" % (a, b))
         w2 = watch(cluster, a, guest, 900)
         r2 = migrate(cluster, b, a, guest, mode)
-        f2a = float(w2.communicate(timeout=120)[0].strip())
+        f2a = watched(w2, "migration 2 (%s -> %s)" % (b, a))
     s1a = r1["stats"]["wall_t0"] + r1["stats"]["markers_s"]["suspended"]
     s2b = r2["stats"]["wall_t0"] + r2["stats"]["markers_s"]["suspended"]
     hb = cluster.heartbeat(ip)
