@@ -23,6 +23,7 @@ guest's own largest gap between two heartbeat ticks (its uptime clock).
 Last line: `downtime M=<MiB>: pingpong=<s> log=<s> heartbeat_gap=<s> guest_gap=<s> ratio_log/pingpong=<x>`
 """
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -73,13 +74,12 @@ def cluster_from_env():
 def watch(cluster, node, guest, seconds):
     """Start a watcher on node; returns the Popen (stdout: B's clock when the guest runs there).
 
-    The script goes in on standard input (python3 -): through ssh's remote shell, a script in
-    argv loses its newlines."""
-    argv = cluster.tb.ssh_argv(node, "python3 - %s %d" % (guest, seconds))
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.stdin.write(WATCHER)
-    proc.stdin.close()
-    return proc
+    The script travels base64-encoded: through ssh's remote shell, a script in argv loses its
+    newlines."""
+    code = base64.b64encode(WATCHER.encode()).decode()
+    argv = cluster.tb.ssh_argv(node, "python3 -c \"import base64; exec(base64.b64decode('%s'))\" %s %d"
+                               % (code, guest, seconds))
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def watched(proc, what, timeout=120):
