@@ -53,8 +53,12 @@ options:
     type: bool
     default: false
   working_set_mb:
-    description: The guest's measured working set, MiB (for example MemTotal - MemAvailable from inside the
-      guest plus a margin). Required with O(balloon=true); the module does not guess it.
+    description:
+      - The guest's measured working set, MiB, in Xen's terms. Required with O(balloon=true); the module does not
+        guess it.
+      - Measure it as the guest's memory as C(xl list) shows it, less the C(MemAvailable) the guest reports,
+        plus a margin. Not C(MemTotal - MemAvailable), which leaves out what the guest kernel reserved at boot (the
+        gap between xl's memory and C(MemTotal), tens of MiB); a balloon down to it starved a test guest.
     type: int
   balloon_floor_mb:
     description: Never balloon below this, MiB.
