@@ -17,6 +17,7 @@ The fixture builds the LD_PRELOAD shim with the controller's gcc and copies it t
 the test guest on each (tests/e2e/xen_test_guest.sh: the node's own Debian kernel plus a busybox
 initramfs) and writes the guest configs under /etc/xen/pft-test/.
 """
+import http.client
 import json
 import os
 import shlex
@@ -134,7 +135,8 @@ class XenCluster(object):
                 hb = r.read().decode().split()
             with urllib.request.urlopen("http://%s/id" % ip, timeout=timeout) as r:
                 gid = r.read().decode().strip()
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
+            # HTTPException: the guest's busybox httpd cut a reply short (IncompleteRead, seen under load)
             return None
         if len(hb) < 4:
             return None
