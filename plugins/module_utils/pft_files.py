@@ -40,7 +40,13 @@ VALIDATE_TIMEOUT = 60
 
 
 class FilesError(Exception):
-    """Bad input or a failed step; the message names the path at fault."""
+    """Bad input or a failed step; the message names the path at fault.
+
+    done: the paths apply() had already changed when it stopped (empty before applying)."""
+
+    def __init__(self, msg, done=None):
+        super(FilesError, self).__init__(msg)
+        self.done = list(done or [])
 
 
 def _mode(value, path):
@@ -126,8 +132,9 @@ def _read(path):
 def plan(entries):
     """What applying the (normalized) entries would change, without changing anything.
 
-    Returns one dict per entry: path, state, changed, reasons (list of words), and for files
-    'before' (bytes or None). Directories planned earlier in the list count as existing.
+    Returns one dict per entry: path, state, changed, reasons (list of words), uid and gid
+    (files and directories), and for files 'before' (bytes or None). Directories planned earlier
+    in the list count as existing.
     """
     planned_dirs = set()
     result = []
@@ -135,7 +142,7 @@ def plan(entries):
         path, state = entry["path"], entry["state"]
         st = _lstat(path)
         reasons = []
-        item = {"path": path, "state": state, "reasons": reasons, "sensitive": entry["sensitive"]}
+        item = {"path": path, "state": state, "reasons": reasons}
         if state == "absent":
             if st is not None:
                 if stat.S_ISDIR(st.st_mode):
@@ -146,7 +153,7 @@ def plan(entries):
             if state == "file" and not os.path.isdir(parent) and parent not in planned_dirs:
                 raise FilesError("%s: its directory %s does not exist (list it before, with state=directory)"
                                  % (path, parent))
-            uid, gid = _uid(entry["owner"], path), _gid(entry["group"], path)
+            uid, gid = item["uid"], item["gid"] = _uid(entry["owner"], path), _gid(entry["group"], path)
             want_type = stat.S_ISREG if state == "file" else stat.S_ISDIR
             if st is not None and not want_type(st.st_mode):
                 raise FilesError("%s: exists but is not a %s" % (path, "regular file" if state == "file" else "directory"))
@@ -205,8 +212,11 @@ def _write_file(entry, uid, gid, timeout):
 
 
 def apply(entries, planned, validate_timeout=VALIDATE_TIMEOUT):
-    """Carry out a plan from plan(entries) (same order). Stops at the first failure, which
-    names its path; the entries before it are done, the ones after it untouched."""
+    """Carry out a plan from plan(entries) (same order); returns the paths changed.
+
+    Stops at the first failure, which names its path; the entries before it are done (the
+    FilesError's done lists them), the ones after it untouched."""
+    done = []
     for entry, item in zip(entries, planned):
         if not item["changed"]:
             continue
@@ -214,8 +224,9 @@ def apply(entries, planned, validate_timeout=VALIDATE_TIMEOUT):
         try:
             if state == "absent":
                 os.unlink(path)
+                done.append(path)
                 continue
-            uid, gid = _uid(entry["owner"], path), _gid(entry["group"], path)
+            uid, gid = item["uid"], item["gid"]
             if state == "directory":
                 if "created" in item["reasons"]:
                     os.makedirs(path, mode=entry["mode"])
@@ -227,7 +238,11 @@ def apply(entries, planned, validate_timeout=VALIDATE_TIMEOUT):
                 os.chown(path, uid, gid)
                 os.chmod(path, entry["mode"])
         except OSError as exc:
-            raise FilesError("%s: %s" % (path, exc.strerror or exc))
+            raise FilesError("%s: %s" % (path, exc.strerror or exc), done)
+        except FilesError as exc:
+            raise FilesError(str(exc), done)
+        done.append(path)
+    return done
 
 
 def _text(data):

@@ -62,7 +62,10 @@ options:
           (for example C(/usr/sbin/sshd -t -f %s)). A failure leaves the old file and fails the task.
         type: str
       sensitive:
-        description: Keep the content out of the diff. Use C(no_log) on the task as well.
+        description:
+          - Keep the content out of the diff.
+          - Only the diff. The module's arguments, contents included, still reach the node's log and
+            verbose output; a secret needs C(no_log) on its task, which hides the whole task's output.
         type: bool
         default: false
   absent:
@@ -119,7 +122,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changed_paths:
-  description: The paths that changed (would change, in check mode), in the order given.
+  description:
+    - The paths that changed (would change, in check mode), in the order given.
+    - On a failure, the paths changed before it; the entries after it were left untouched.
   returned: always
   type: list
   elements: str
@@ -160,7 +165,8 @@ def main():
         if not module.check_mode:
             apply(entries, planned, validate_timeout=module.params["validate_timeout"])
     except FilesError as exc:
-        module.fail_json(msg="pft_files: %s" % exc)
+        # what was changed before the failure, so that the run says so
+        module.fail_json(msg="pft_files: %s" % exc, changed=bool(exc.done), changed_paths=exc.done)
     out = summary(planned)
     if module._diff:
         out["diff"] = diffs(entries, planned)

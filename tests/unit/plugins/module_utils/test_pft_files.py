@@ -156,3 +156,21 @@ def test_diff_leaves_secrets_out(tmp_path):
     assert out[0]["after"] == "hello\n" and out[0]["before"] == ""
     assert "PRIVATE" not in repr(out[1])
     assert "created" in out[1]["after"]
+
+
+def test_apply_returns_the_paths_it_changed(tmp_path):
+    (tmp_path / "same").write_text("same\n")
+    os.chmod(tmp_path / "same", 0o644)
+    entries = normalize([{"path": str(tmp_path / "same"), "content": "same\n"},
+                         {"path": str(tmp_path / "new"), "content": "new\n"}])
+    assert apply(entries, plan(entries)) == [str(tmp_path / "new")]
+
+
+def test_a_failure_midway_says_what_was_done_before_it(tmp_path):
+    entries = normalize([{"path": str(tmp_path / "first"), "content": "1\n"},
+                         {"path": str(tmp_path / "second"), "content": "2\n", "validate": "false %s"},
+                         {"path": str(tmp_path / "third"), "content": "3\n"}])
+    with pytest.raises(FilesError, match="second: the new content failed validation") as caught:
+        apply(entries, plan(entries))
+    assert caught.value.done == [str(tmp_path / "first")]
+    assert sorted(os.listdir(tmp_path)) == ["first"]
