@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from xen_helpers import assert_runs_once_on, xen_cluster  # noqa: F401  (fixture)
+from xen_helpers import GUEST_MB, assert_runs_once_on
 
 pytestmark = pytest.mark.e2e
 
@@ -17,13 +17,13 @@ GUEST = "pfte2e"
 
 def test_domain_info_reports_domains_and_host(xen_cluster):
     c = xen_cluster
-    c.start_guest(GUEST, 1)
+    c.ensure_guest(GUEST, 1)
     ok, res = c.module(c.source, "xen_domain_info", {})
     assert ok, res
     names = [d["name"] for d in res["domains"]]
     assert names[0] == "Domain-0" and GUEST in res["guests"] and "Domain-0" not in res["guests"]
     g = [d for d in res["domains"] if d["name"] == GUEST][0]
-    assert g["memory_mb"] == 128 and g["maxmem_mb"] == 128 and g["vcpus"] == 1 and g["type"] == "pv"
+    assert g["memory_mb"] == GUEST_MB and g["maxmem_mb"] == GUEST_MB and g["vcpus"] == 1 and g["type"] == "pv"
     assert g["state"] in ("running", "blocked", "idle") and g["uptime_s"] >= 0   # idle: xl's "------"
     assert g["kernel"].endswith("/vmlinuz")
     host = res["host"]
@@ -36,8 +36,7 @@ def test_domain_info_reports_domains_and_host(xen_cluster):
 
 def test_check_mode_changes_nothing(xen_cluster):
     c = xen_cluster
-    if GUEST not in c.xl_list(c.source):
-        c.start_guest(GUEST, 1)
+    c.ensure_guest(GUEST, 1)
     before = c.where(GUEST)
     ok, res = c.module(c.source, "xen_migrate", {"guest": GUEST, "target": c.target}, check=True, diff=True)
     assert ok, res
@@ -52,10 +51,11 @@ def test_check_mode_changes_nothing(xen_cluster):
 
 def test_target_without_memory_fails_cleanly(xen_cluster):
     c = xen_cluster
+    c.ensure_guest(GUEST, 1)
     free = int([ln.split(":")[1] for ln in c.ssh(c.target, "xl info").stdout.splitlines()
                 if ln.startswith("free_memory")][0])
     filler = "pftfiller"
-    c.write_config(filler, 99, memory=max(free - 64, 64), nodes=[c.target])
+    c.write_config(filler, 99, memory=max(free - GUEST_MB // 2, 64), nodes=[c.target])   # leaves less than the guest
     c.ssh(c.target, "xl create -p /etc/xen/pft-test/%s.cfg" % filler, timeout=300)
     try:
         ok, res = c.module(c.source, "xen_migrate", {"guest": GUEST, "target": c.target})
@@ -87,7 +87,7 @@ def test_checkpoint_then_restore_on_the_spare(xen_cluster):
         assert ok, res
         ck = res["checkpoint"]
         assert ck["base"] == "none" and ck["blocks_sent"] == ck["blocks_total"] > 0 and ck["path"] == image
-        assert ck["image_mib"] > 64 and ck["pause_s"] > 0 and ck["guest_state"] in ("running", "blocked", "idle")
+        assert ck["image_mib"] > GUEST_MB / 2 and ck["pause_s"] > 0 and ck["guest_state"] in ("running", "blocked", "idle")
         assert [s["name"] for s in res["steps"]][-3:] == ["save", "sums", "send"]
         assert_runs_once_on(c, name, c.source)
         c.wait_heartbeat(ip, timeout=60)
