@@ -1,8 +1,10 @@
 """End-to-end: the proactive loop (watch.yml, evacuate.yml, return.yml) on the provisioned testbed.
 
 Uses ``site_cluster`` (tests/e2e/conftest.py): head + compute1..3, guest1 on compute1, guest2 on
-compute2, compute3 the spare, all provisioned by site.yml. Every test starts from that placement
-with cool sensors and its own state directory, and puts the guests back when it moved them.
+compute2, compute3 the spare, all provisioned by site.yml. Every test starts with cool sensors and
+its own state directory, and takes the placement as the test before left it (``cluster.layout``:
+each guest's node and the free one), so no test pays a migration back home; the module puts the
+guests home once at its end.
 """
 import json
 import os
@@ -39,34 +41,69 @@ def placement(cluster):
     return where
 
 
-def restore(cluster):
-    """Back to the provisioned state: sensors cool, BMCs up, every guest on its home node."""
+class Layout(object):
+    """Where the guests are now: ``node[guest]``, and the one compute node without a guest (the spare)."""
+
+    def __init__(self, where, compute):
+        for guest in HOME:
+            assert len(where.get(guest, [])) == 1, "guest %s runs on %s" % (guest, where.get(guest, []))
+        self.node = {guest: where[guest][0] for guest in HOME}
+        free = [n for n in compute if n not in self.node.values()]
+        assert len(free) == 1, "expected one compute node without a guest, got %s (%s)" % (free, where)
+        self.spare = free[0]
+
+
+_published = {}     # node -> the guests Ganglia was last told it runs (by settle or the watch)
+
+
+def settle(cluster):
+    """Sensors cool, BMCs up, every guest running exactly once, one node free; the Layout.
+
+    The tests take the placement as they find it (a migration back home costs a minute under TCG,
+    most of the watch tests' time): the heated node is the one that runs the guest, the target
+    the one that runs none."""
     for node in cluster.compute:
         cluster.testbed.cool(node)
     where = placement(cluster)
-    moved = set()
+    lay = Layout(where, cluster.compute)
+    # The watch reads the placement from the dom0s' Ganglia metrics (published every minute on the
+    # testbed). Publish on the nodes whose guests changed since the last settle (the watch itself
+    # republishes after its moves, a killed evacuation or restore() does not), so that no test
+    # sees an older placement.
+    running = {n: sorted(g for g, at in lay.node.items() if at == n) for n in cluster.compute}
+    for node in cluster.compute:
+        if _published.get(node) != running[node]:
+            cluster.testbed.ssh(node, "systemctl start pft-xen-metrics.service", timeout=120)
+            _published[node] = running[node]
+    return lay
+
+
+def restore(cluster):
+    """Every guest back on its provisioned node (at the end: the Xen tests expect the spare empty)."""
+    lay = settle(cluster)
     for guest, home in HOME.items():
-        nodes = where.get(guest, [])
-        assert len(nodes) == 1, "guest %s runs on %s" % (guest, nodes)
-        if nodes[0] != home:
-            out = cluster.ansible(nodes[0], "xen_migrate", "guest=%s target=%s" % (guest, home), timeout=1200)
+        if lay.node[guest] != home:
+            out = cluster.ansible(lay.node[guest], "xen_migrate", "guest=%s target=%s" % (guest, home), timeout=1200)
             assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-            moved |= {nodes[0], home}
     assert placement(cluster) == {g: [h] for g, h in HOME.items()}
-    # The watch reads the placement from the dom0s' Ganglia metrics (published every 30 s): publish
-    # now, as the watch itself does after a move, so the next test does not see the old placement.
-    for node in sorted(moved):
-        cluster.testbed.ssh(node, "systemctl start pft-xen-metrics.service", timeout=120)
+    settle(cluster)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def home_at_the_end(site_cluster):
+    yield
+    restore(site_cluster)
 
 
 @pytest.fixture()
 def cluster(site_cluster, tmp_path):
-    restore(site_cluster)
+    site_cluster.layout = settle(site_cluster)
     site_cluster.state_dir = str(tmp_path / "state")
     site_cluster.syslog = SyslogSink(str(tmp_path / "syslog.sock"))
     yield site_cluster
     site_cluster.syslog.close()
-    restore(site_cluster)
+    for node in site_cluster.compute:
+        site_cluster.testbed.cool(node)
 
 
 def run(cluster, playbook, *extra, window=25, name=None, timeout=1800):
@@ -106,29 +143,30 @@ def heat_soon(cluster, node, value, delay=8.0, sensor="CPU1 Temp"):
 
 # -- tests ------------------------------------------------------------------------------------------
 def test_heated_node_guest_moves_and_mpi_job_is_correct(cluster, tmp_path):
+    hot, spare = cluster.layout.node["guest1"], cluster.layout.spare
     key = guest_key(cluster, tmp_path)
     g1 = cluster.guest("guest1")["ip"]
     start = guest_ssh(key, g1, "nohup mpiexec -f /etc/pft/mpi-hosts -n %d pft-mpi-job --steps 90 --pause 1 "
                                "> /root/job.log 2>&1 < /dev/null & echo started" % len(HOME))
     assert start.returncode == 0, start.stderr
-    cluster.testbed.heat("compute1", "CPU1 Temp", 92)
+    cluster.testbed.heat(hot, "CPU1 Temp", 92)
     result = run(cluster, WATCH, window=30, name="watch-heated")
     assert result.rc == 0, result.tail()
-    assert placement(cluster)["guest1"] == ["compute3"]           # exactly once, on the spare
+    assert placement(cluster)["guest1"] == [spare]                # exactly once, on the spare
     recs = [r for r in audit(cluster) if r.get("outcome") == "migrated"]
     assert len(recs) == 1, audit(cluster)
     rec = recs[0]
-    assert rec["node"] == "compute1" and rec["guest"] == "guest1" and rec["target"] == "compute3"
+    assert rec["node"] == hot and rec["guest"] == "guest1" and rec["target"] == spare
     assert rec["verdict"] == "critical" and rec["sensors"]["CPU1 Temp"]["value"] == pytest.approx(92, abs=1)
     assert rec["verdict_history"][-1]["verdict"] == "critical"
-    assert [r["host"] for r in rec["ranking"]][:1] == ["compute3"]
+    assert [r["host"] for r in rec["ranking"]][:1] == [spare]
     assert rec["migration"]["total_s"] > 0 and rec["migration"]["iterations"], rec["migration"]
     assert rec["started_at"] and rec["finished_at"] and rec["status"] == "completed"
     # quarantined, and the alerts went out
     q = json.load(open(os.path.join(cluster.state_dir, "quarantine.json")))
-    assert "compute1" in q["nodes"]
+    assert hot in q["nodes"]
     alerts = " ".join(cluster.syslog.drain())
-    assert "compute1 is critical" in alerts and "guest1 moved from compute1 to compute3" in alerts
+    assert "%s is critical" % hot in alerts and "guest1 moved from %s to %s" % (hot, spare) in alerts
     # the guest keeps its address, and the MPI job finishes with the right answer
     deadline = time.monotonic() + 900
     out = ""
@@ -140,68 +178,77 @@ def test_heated_node_guest_moves_and_mpi_job_is_correct(cluster, tmp_path):
         time.sleep(10)
     assert "result=correct" in out, out[-2000:]
     # back into service after cooling
-    cluster.testbed.cool("compute1")
-    back = run(cluster, RETURN, "-e", "node=compute1", name="return")
+    cluster.testbed.cool(hot)
+    back = run(cluster, RETURN, "-e", "node=%s" % hot, name="return")
     assert back.rc == 0, back.tail()
-    assert "compute1" not in json.load(open(os.path.join(cluster.state_dir, "quarantine.json")))["nodes"]
+    assert hot not in json.load(open(os.path.join(cluster.state_dir, "quarantine.json")))["nodes"]
 
 
 def test_unreachable_bmc_alerts_and_never_migrates(cluster):
-    cluster.testbed.bmc_fail("compute1")
+    node = cluster.layout.node["guest1"]
+    cluster.testbed.bmc_fail(node)
     try:
         result = run(cluster, WATCH, window=6, name="watch-bmc-fail")
     finally:
-        cluster.testbed.bmc_restore("compute1")
+        cluster.testbed.bmc_restore(node)
     assert result.rc == 0, result.tail()
-    assert "compute1: unknown -> alert" in " ".join(result.output.split())
-    assert placement(cluster)["guest1"] == ["compute1"]
+    assert "%s: unknown -> alert" % node in " ".join(result.output.split())
+    assert placement(cluster)["guest1"] == [node]
     assert [r for r in audit(cluster) if r.get("outcome") == "migrated"] == []
-    assert any("compute1 is unknown" in m for m in cluster.syslog.drain())
+    assert any("%s is unknown" % node in m for m in cluster.syslog.drain())
 
 
 def test_warning_prestages_then_critical_uses_the_prestaged_target(cluster):
-    cluster.testbed.heat("compute2", "CPU1 Temp", 78)
+    hot, spare = cluster.layout.node["guest2"], cluster.layout.spare
+    reservation = os.path.join(cluster.state_dir, "reservations", spare + ".json")
+    cluster.testbed.heat(hot, "CPU1 Temp", 78)
     first = run(cluster, WATCH, window=20, name="watch-warning")
     assert first.rc == 0, first.tail()
-    assert placement(cluster)["guest2"] == ["compute2"]                 # pre-staged only
+    assert placement(cluster)["guest2"] == [hot]                        # pre-staged only
     pre = [r for r in audit(cluster) if r.get("outcome") == "prestaged"]
-    assert len(pre) == 1 and pre[0]["target"] == "compute3" and pre[0]["prestage"]["ready"], audit(cluster)
-    assert os.path.exists(os.path.join(cluster.state_dir, "reservations", "compute3.json"))
-    cluster.testbed.heat("compute2", "CPU1 Temp", 92)
+    assert len(pre) == 1 and pre[0]["target"] == spare and pre[0]["prestage"]["ready"], audit(cluster)
+    assert os.path.exists(reservation)
+    cluster.testbed.heat(hot, "CPU1 Temp", 92)
     second = run(cluster, WATCH, window=20, name="watch-critical")
     assert second.rc == 0, second.tail()
-    assert placement(cluster)["guest2"] == ["compute3"]
+    assert placement(cluster)["guest2"] == [spare]
     mig = [r for r in audit(cluster) if r.get("outcome") == "migrated"]
-    assert len(mig) == 1 and mig[0]["target"] == "compute3"
-    assert "already pre-staged on compute3" not in second.output                  # it was critical now
-    assert not os.path.exists(os.path.join(cluster.state_dir, "reservations", "compute3.json"))
+    assert len(mig) == 1 and mig[0]["target"] == spare
+    assert "already pre-staged on %s" % spare not in second.output                # it was critical now
+    assert not os.path.exists(reservation)
 
 
 def test_two_hot_nodes_one_spare_one_moves_other_gets_no_target(cluster):
-    cluster.testbed.heat("compute1", "CPU1 Temp", 92)
-    cluster.testbed.heat("compute2", "CPU1 Temp", 92)
+    lay = cluster.layout
+    for node in lay.node.values():
+        cluster.testbed.heat(node, "CPU1 Temp", 92)
     result = run(cluster, WATCH, window=20, name="watch-two-hot")
     assert result.rc == 0, result.tail()
     where = placement(cluster)
-    assert where["guest1"] == ["compute3"] and where["guest2"] == ["compute2"], where
     outcomes = {r["node"]: r["outcome"] for r in audit(cluster)}
-    assert outcomes == {"compute1": "migrated", "compute2": "no-target"}, audit(cluster)
-    assert any("no target for guest2 of compute2" in m for m in cluster.syslog.drain())
+    # one of the two moves to the spare (the watch takes them in its own order), the other stays
+    assert sorted(outcomes.values()) == ["migrated", "no-target"] and set(outcomes) == set(lay.node.values()), \
+        audit(cluster)
+    moved = next(g for g, n in lay.node.items() if outcomes[n] == "migrated")
+    stayed = next(g for g in lay.node if g != moved)
+    assert where[moved] == [lay.spare] and where[stayed] == [lay.node[stayed]], where
+    assert any("no target for %s of %s" % (stayed, lay.node[stayed]) in m for m in cluster.syslog.drain())
 
 
 def test_evacuate_plan_only_then_confirmed_and_check_mode(cluster):
-    plan = run(cluster, EVACUATE, "-e", "node=compute2", name="evacuate-plan")
+    node, spare = cluster.layout.node["guest2"], cluster.layout.spare
+    plan = run(cluster, EVACUATE, "-e", "node=" + node, name="evacuate-plan")
     assert plan.rc == 0, plan.tail()
-    assert "plan only" in plan.output and "compute3" in plan.output
-    assert placement(cluster)["guest2"] == ["compute2"] and audit(cluster) == []
-    check = run(cluster, EVACUATE, "-e", "node=compute2", "-e", "confirm=true", "--check", name="evacuate-check")
+    assert "plan only" in plan.output and spare in plan.output
+    assert placement(cluster)["guest2"] == [node] and audit(cluster) == []
+    check = run(cluster, EVACUATE, "-e", "node=" + node, "-e", "confirm=true", "--check", name="evacuate-check")
     assert check.rc == 0, check.tail()
-    assert placement(cluster)["guest2"] == ["compute2"] and audit(cluster) == []
-    go = run(cluster, EVACUATE, "-e", "node=compute2", "-e", "confirm=true", name="evacuate")
+    assert placement(cluster)["guest2"] == [node] and audit(cluster) == []
+    go = run(cluster, EVACUATE, "-e", "node=" + node, "-e", "confirm=true", name="evacuate")
     assert go.rc == 0, go.tail()
-    assert placement(cluster)["guest2"] == ["compute3"]
+    assert placement(cluster)["guest2"] == [spare]
     rec = [r for r in audit(cluster) if r.get("outcome") == "migrated"][0]
-    assert rec["verdict"] == "maintenance" and rec["node"] == "compute2"
+    assert rec["verdict"] == "maintenance" and rec["node"] == node
     bad = run(cluster, EVACUATE, "-e", "node=nosuchnode", name="evacuate-bad")
     assert bad.rc != 0 and "nosuchnode" in bad.output
 
@@ -209,8 +256,9 @@ def test_evacuate_plan_only_then_confirmed_and_check_mode(cluster):
 def test_controller_killed_mid_evacuation_is_reconciled(cluster):
     """SIGKILL the ansible-playbook of an evacuation while xen_migrate runs; the next watch run
     finds the guest running exactly once, completes the record and releases the reservation."""
+    node, spare = cluster.layout.node["guest1"], cluster.layout.spare
     argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), *cluster.inventory_args, EVACUATE,
-            "-e", "node=compute1", "-e", "confirm=true", "-e", "pft_state_dir=%s" % cluster.state_dir,
+            "-e", "node=" + node, "-e", "confirm=true", "-e", "pft_state_dir=%s" % cluster.state_dir,
             "-e", "pft_alert_syslog_socket=%s" % cluster.syslog.path]
     log = open(os.path.join(cluster.logdir, "evacuate-killed.log"), "w")
     proc = subprocess.Popen(argv, cwd=REPO, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT,
@@ -229,7 +277,7 @@ def test_controller_killed_mid_evacuation_is_reconciled(cluster):
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         # [x]: the pattern must not match the shell that runs pgrep (its command line holds it too)
-        busy = cluster.testbed.ssh("compute1", "pgrep -f '[x]l.*migrate' || true", timeout=60).stdout.strip()
+        busy = cluster.testbed.ssh(node, "pgrep -f '[x]l.*migrate' || true", timeout=60).stdout.strip()
         if not busy:
             break
         time.sleep(5)
@@ -240,4 +288,4 @@ def test_controller_killed_mid_evacuation_is_reconciled(cluster):
     assert os.listdir(journal) == []
     rec = [r for r in audit(cluster) if r.get("outcome") == "reconciled"]
     assert len(rec) == 1 and rec[0]["running_on"] == where["guest1"][0], audit(cluster)
-    assert not os.path.exists(os.path.join(cluster.state_dir, "reservations", "compute3.json"))
+    assert not os.path.exists(os.path.join(cluster.state_dir, "reservations", spare + ".json"))
