@@ -30,9 +30,13 @@ lint: setup
 	@for m in plugins/modules/*.py; do n=$$(basename $$m .py); \
 	  $(BIN)/ansible-doc -t module $$n >/dev/null || { echo "ansible-doc failed for $$n"; exit 1; }; done
 
+# The whole suite, the provisioned-cluster tests included (PFT_E2E_SITE=1: site.yml from bare
+# nodes, a second run, the testinfra verify, the Xen and watch tests; docs/site.md). For a quick
+# loop without them: make test PFT_E2E_SITE=
+PFT_E2E_SITE ?= 1
 test: setup lint
 	@echo "==> pytest"
-	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@PFT_E2E_SITE=$(PFT_E2E_SITE) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: setup
 	@$(BIN)/python -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
@@ -43,9 +47,8 @@ integration: setup
 e2e: setup
 	@$(BIN)/python -m pytest -m "e2e" $(PYTEST_ARGS)
 
-# The provisioned-cluster suite: site.yml from bare nodes, a second run, the testinfra verify,
-# then the Xen and watch tests on that cluster (docs/site.md). Not yet in `make test`: under
-# QEMU/TCG it alone takes longer than CI's budget (see docs/site.md, "Measured").
+# The provisioned-cluster suite alone: site.yml from bare nodes, a second run, the testinfra
+# verify, then the Xen and watch tests on that cluster (docs/site.md).
 e2e-site: setup
 	@PFT_E2E_SITE=1 $(BIN)/python -m pytest -m "e2e" tests/e2e $(PYTEST_ARGS)
 

@@ -5,6 +5,8 @@ that is up) and its Ansible inventory with ``testbed_inventory`` (path of hosts.
 
 * ``PFT_E2E_TESTBED`` names it (default ``e2e``, so it never touches a developer's ``pft``).
 * ``PFT_E2E_REUSE=1`` uses an already running testbed of that name and leaves it running.
+* ``PFT_E2E_KEEP=1`` leaves the session's testbed running at the end (to look at it after a
+  failure, or to rerun tests on it with ``PFT_E2E_REUSE=1 PFT_E2E_SITE_PROVISIONED=1``).
 
 At the end of the session the testbed is taken down and the teardown asserts that nothing
 (process, namespace, link, mount, state file) is left behind.
@@ -46,7 +48,9 @@ def testbed():
             tb.down()                 # left over from an interrupted session
         tb.up(compute=3)
     yield tb
-    if not reuse:
+    if os.environ.get("PFT_E2E_KEEP"):
+        _progress(f"left running (PFT_E2E_KEEP): testbed/testbed --name {tb.name} down takes it down")
+    elif not reuse:
         tb.down()
         assert tb.leftovers() == []
 
@@ -77,6 +81,7 @@ import time
 from dataclasses import dataclass, field
 
 from pft_paths import REPO
+from xen_helpers import xen_cluster  # noqa: E402,F401  (the Xen tests' fixture: here, so one per session)
 
 SITE_TIMEOUT = 5400          # per test using site_cluster: the first one pays for converge + second run
 SITE_PLAYBOOK = os.path.join(REPO, "playbooks", "site.yml")
