@@ -879,6 +879,35 @@ def running_once(rows):
     return len(rows) == 1 and len(own) == 1 and own[0]["state"] in ("running", "blocked", "idle", "paused")
 
 
+def in_handover(rows):
+    """True while a side still shows the hand-over: a --incoming or --migratedaway name, or a dying domain."""
+    return any(r["role"] != "self" or r["state"] == "dying" for r in rows)
+
+
+# How long the verification after `xl migrate` waits for the hand-over to end. xl returns once the
+# receiver said it has the guest; the source domain may still be dying for a moment (Xen frees its
+# pages first: seconds for 128 MiB on a TCG dom0), and a failed run may leave an --incoming name
+# that the receiver is still destroying.
+SETTLE_S = 30.0
+
+
+def locate(guest, target, runner=None, xl=XL, wait=SETTLE_S, clock=time.monotonic, sleep=time.sleep):
+    """Where the guest is after a migration: (source rows, target rows, target known, probe error,
+    seconds waited). Looks again, for up to `wait` seconds, while either side is in the hand-over."""
+    runner = runner or run
+    t0 = clock()
+    while True:
+        src = guest_rows(runner, guest, xl)
+        try:
+            tgt, known, error = find_domain(probe_target(target, runner=runner)["domains"], guest), True, None
+        except XenError as exc:
+            tgt, known, error = [], False, str(exc)
+        waited = clock() - t0
+        if not (in_handover(src) or in_handover(tgt)) or waited >= wait:
+            return src, tgt, known, error, round(waited, 3)
+        sleep(1.0)
+
+
 # --------------------------------------------------------------------------- the whole act
 
 
@@ -921,7 +950,7 @@ def process_start_wall(pid="self"):
 
 def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=900.0, stall_timeout=90.0,
             shim=SHIM, log_path=None, check_mode=False, margin_mb=16, guard=None, runner=None, xl=XL,
-            source_host=None):
+            source_host=None, settle=SETTLE_S):
     """Migrate and verify. Returns (failed: bool, msg: str, result: dict)."""
     wall_called = time.time()
     check_name(guest)
@@ -989,14 +1018,11 @@ def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=9
     result["stats"] = stats
     result["instrumentation"] = stats["instrumentation"]
     result["xl_output"] = ["%7.3f %s" % (t, line) for t, line in mig.lines[-400:]]
-    # where is it now?
-    src = guest_rows(runner, guest, xl)
-    try:
-        tgt = find_domain(probe_target(target, runner=runner)["domains"], guest)
-        tgt_known = True
-    except XenError as exc:
-        tgt, tgt_known = [], False
-        result["target_probe_error"] = str(exc)
+    # where is it now? (after a settle: the two sides may still be handing over)
+    src, tgt, tgt_known, probe_error, settle_s = locate(guest, target, runner=runner, xl=xl, wait=settle)
+    if probe_error:
+        result["target_probe_error"] = probe_error
+    stats["settle_s"] = settle_s
     src_ok, tgt_ok = running_once(src), running_once(tgt)
     result.update(source_running=src_ok, target_running=tgt_ok if tgt_known else None)
     if log_path:

@@ -34,6 +34,8 @@ description:
   - O(deadline) and O(stall_timeout) abort the migration cleanly while that is still possible (before
     C(Giving target permission to start)); after that point the module waits for C(xl).
   - "After: success means xl succeeded, the guest runs on the target exactly once and is gone from here.
+    While either host still shows the hand-over (a C(--incoming) or C(--migratedaway) name, or a dying
+    domain: the source copy is freed after C(xl) returns), the check looks again for up to 30 s.
     On failure the module verifies where the guest runs and fails with the cause; the message says whether
     the guest still runs here exactly once (the safe outcome) or names what was found on both hosts."
 version_added: "0.1.0"
@@ -222,6 +224,9 @@ stats:
     markers_s:
       description: Seconds from start of each marker (saving, suspended, no_return, target_started, result...).
       type: dict
+    settle_s:
+      description: Seconds the check after C(xl) waited for the hand-over to end on both hosts.
+      type: float
     events:
       description: Round starts and ends, guard verdicts, pause/unpause and abort actions, with times.
       type: list

@@ -15,7 +15,7 @@ import pytest
 from ansible.module_utils.pft_xen import (
     process_start_wall,
     ConvergenceGuard, MigrationLog, XenError, check_host, check_name, check_target, domain_info, find_domain,
-    host_facts, migrate, nfs_server, parse_probe, parse_xl_info, parse_xl_list, parse_xl_list_long,
+    host_facts, locate, migrate, nfs_server, parse_probe, parse_xl_info, parse_xl_list, parse_xl_list_long,
     parse_xl_uptime, probe_argv, running_once, state_word)
 from pft_paths import REPO
 
@@ -479,3 +479,65 @@ def test_process_start_wall_is_this_process_start():
         child.kill()
         child.wait()
     assert process_start_wall(2 ** 22 + 1) is None
+
+
+# --------------------------------------------------------------------------- the look after xl returns
+
+
+class Sequenced(object):
+    """The source's `xl list` and the target's probe change from call to call (the last one repeats)."""
+
+    def __init__(self, sources, targets):
+        self.sources, self.targets, self.calls = list(sources), list(targets), []
+
+    def __call__(self, argv, timeout):
+        self.calls.append(argv)
+        which = self.sources if argv[0] == "/usr/sbin/xl" else self.targets
+        text = which.pop(0) if len(which) > 1 else which[0]
+        if argv[0] == "/usr/sbin/xl":
+            return 0, text, ""
+        return 0, ("== xl-info\nhost : t\nfree_memory : 400\ntotal_memory : 1151\nxen_version : 4.17.5-pre\n"
+                   "virt_caps : pv hvm shadow\n== xl-list\n%s\n== toolstack\nV\n== end\n" % text), ""
+
+
+DYING = "g--migratedaway                              3   128     1     -----d       8.4\n"
+INCOMING = "g--incoming                                  7   128     1     --p---       0.1\n"
+
+
+class Clock(object):
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.t += s
+
+
+def test_locate_waits_for_the_source_copy_to_die():
+    clock = Clock()
+    runner = Sequenced([HEAD + DOM0 + DYING, HEAD + DOM0 + DYING, HEAD + DOM0], [HEAD + DOM0 + G])
+    src, tgt, known, error, waited = locate("g", "t", runner=runner, clock=clock, sleep=clock.sleep)
+    assert src == [] and running_once(tgt) and known and error is None and waited == 2.0
+
+
+def test_locate_waits_for_the_incoming_name_on_the_target():
+    clock = Clock()
+    runner = Sequenced([HEAD + DOM0], [HEAD + DOM0 + INCOMING, HEAD + DOM0 + G])
+    src, tgt, _, _, waited = locate("g", "t", runner=runner, clock=clock, sleep=clock.sleep)
+    assert src == [] and running_once(tgt) and waited == 1.0
+
+
+def test_locate_gives_up_after_its_wait_and_reports_what_it_saw():
+    clock = Clock()
+    runner = Sequenced([HEAD + DOM0 + DYING], [HEAD + DOM0 + G])
+    src, tgt, _, _, waited = locate("g", "t", runner=runner, wait=5, clock=clock, sleep=clock.sleep)
+    assert [r["role"] for r in src] == ["migratedaway"] and src[0]["state"] == "dying" and waited == 5.0
+
+
+def test_locate_does_not_wait_on_a_clean_picture():
+    clock = Clock()
+    runner = Sequenced([HEAD + DOM0 + G], [HEAD + DOM0])
+    src, tgt, _, _, waited = locate("g", "t", runner=runner, clock=clock, sleep=clock.sleep)
+    assert running_once(src) and tgt == [] and waited == 0.0 and len(runner.calls) == 2
