@@ -55,7 +55,7 @@ def test_target_without_memory_fails_cleanly(xen_cluster):
     free = int([ln.split(":")[1] for ln in c.ssh(c.target, "xl info").stdout.splitlines()
                 if ln.startswith("free_memory")][0])
     filler = "pftfiller"
-    c.write_config(filler, 99, memory=max(free - GUEST_MB // 2, 64), nodes=[c.target])   # leaves less than the guest
+    c.write_config(filler, 99, memory=max(free - GUEST_MB // 2, 80), nodes=[c.target])   # leaves less than the guest
     c.ssh(c.target, "xl create -p /etc/xen/pft-test/%s.cfg" % filler, timeout=300)
     try:
         ok, res = c.module(c.source, "xen_migrate", {"guest": GUEST, "target": c.target})
