@@ -3,7 +3,7 @@
 Runs on the site.yml-provisioned session testbed (PFT_E2E_SITE=1), or on a Xen testbed named by
 PFT_XEN_TESTBED (see xen_helpers.py); skips without either. domain info, check mode and a target
 without memory are in test_xen_basic.py.
-Under TCG a migration of the 64 MiB test guest takes 15-40 s: the tests assert structure (rounds present,
+Under TCG a migration of the 96 MiB test guest (GUEST_MB) takes 20-60 s: the tests assert structure (rounds present,
 final round after the suspend, guest alive, counts continuous), never downtime values.
 Order matters a little: the guest goes source -> target (live) and back (stop-and-copy); the
 test that kills the target runs last and boots it again. A test that needs the guest on the
@@ -68,8 +68,10 @@ def test_stop_and_copy_brings_it_back(xen_cluster):
     hb1 = c.wait_heartbeat(ip, timeout=60)
     assert hb1["id"] == hb0["id"] and hb1["count"] > hb0["count"]
     if c.shim:
-        # paused for the whole first pass: the next round is (almost) empty
-        assert res["stats"]["live_rounds"] <= 2, res["stats"]["iterations"]
+        # paused for the whole first pass: every round after it is (almost) empty; how many there are
+        # (libxc may still send one or two small ones before the suspend) depends on TCG's timing
+        its = res["stats"]["iterations"]
+        assert its[0]["pages"] >= GUEST_MB * 256 and all(it["pages"] < 1024 for it in its[1:]), its
 
 
 def test_no_convergence_abort_keeps_the_guest_on_the_source(xen_cluster):
@@ -79,9 +81,15 @@ def test_no_convergence_abort_keeps_the_guest_on_the_source(xen_cluster):
     name = GUEST + "d"
     ip = c.start_guest(name, 2, memory=128, dirty_mb=48)      # 48 MiB rewritten without pause
     hb0 = c.wait_heartbeat(ip)
-    ok, res = c.module(c.source, "xen_migrate", {"guest": name, "target": c.target, "on_no_convergence": "abort"})
+    # The guard's thresholds set for a test that must not depend on TCG's scheduling: the dirtier and
+    # dom0's sender share one emulated CPU, so a round sometimes shrinks below the default 0.8 of the
+    # one before (the migration then converged and the test failed). With 0.3, or a predicted final
+    # copy over 0.5 s at Xen's last live round, a guest that keeps rewriting 48 MiB is never judged
+    # converging; what is tested is the abort and the guest left running on the source.
+    ok, res = c.module(c.source, "xen_migrate", {"guest": name, "target": c.target, "on_no_convergence": "abort",
+                                                 "convergence_shrink": 0.3, "max_downtime": 0.5})
     assert not ok, res
-    assert "no convergence" in res["failure"] and res["source_running"] and not res["migrated"]
+    assert "no convergence" in res["failure"] and res["source_running"] and not res["migrated"], res
     assert name in res["msg"] and "still runs on" in res["msg"]
     assert_runs_once_on(c, name, c.source)
     assert c.wait_heartbeat(ip, timeout=60)["id"] == hb0["id"]
@@ -91,11 +99,11 @@ def test_no_convergence_abort_keeps_the_guest_on_the_source(xen_cluster):
 def test_balloon_down_and_back_up(xen_cluster):
     c = xen_cluster
     c.ensure_guest(GUEST, 1)           # with its full GUEST_MB
-    down = GUEST_MB * 3 // 4
+    down = GUEST_MB - 16               # the unpacked kernel alone takes 58 MiB of the 96
     ok, res = c.module(c.source, "xen_prestage", {"guest": GUEST, "target": c.target, "balloon": True,
                                                   "working_set_mb": down})
     assert ok, res
-    assert res["balloon"]["ok"] and res["changed"]
+    assert res["balloon"]["ok"] and res["changed"], res
     assert abs(c.xl_list(c.source)[GUEST]["memory_mb"] - down) <= 4
     ok, res = c.module(c.source, "xen_prestage", {"guest": GUEST, "memory_mb": GUEST_MB})
     assert ok, res
