@@ -507,6 +507,13 @@ class MigrationLog(object):
         finals = [r for r in self.rounds if r.final]
         return finals[-1] if finals else None
 
+    def live_throughput(self):
+        """Pages per second over the live rounds sent completely so far, or None before the first
+        one ends: what the convergence guard divides a round's size by to predict the final copy."""
+        done = [r for r in self.live_rounds() if r.t_end is not None and r.done >= r.pages]
+        secs = sum(r.t_end - r.t_start for r in done)
+        return sum(r.pages for r in done) / secs if secs > 0 else None
+
     def stats(self, t_end=None, bytes_sent=None, populated_pages=None):
         live = self.live_rounds()
         iterations = []
@@ -820,7 +827,7 @@ class Migration(object):
             r = ev[1]
             self._event(t, "round_start", iteration=r.label, final=r.final, pages=r.pages)
             if not r.final and self.guard_verdict is None:
-                ok, why = self.guard.verdict(self.log.live_rounds())
+                ok, why = self.guard.verdict(self.log.live_rounds(), self.log.live_throughput())
                 if not ok:
                     self.guard_verdict = why
                     self._event(t, "no_convergence", why=why, policy=self.policy)

@@ -71,7 +71,8 @@ options:
     default: 1024
   max_downtime:
     description: Seconds; at Xen's last live round, a predicted final copy longer than this counts as no
-      convergence. Unset to not use.
+      convergence. The prediction is that round's pages over the throughput measured on the live rounds
+      sent so far. Unset to not use.
     type: float
   deadline:
     description: Seconds for the whole migration; reaching it before the handover aborts cleanly.

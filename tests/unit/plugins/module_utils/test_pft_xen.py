@@ -14,7 +14,7 @@ import pytest
 
 from ansible.module_utils.pft_xen import (
     process_start_wall,
-    ConvergenceGuard, MigrationLog, XenError, check_host, check_name, check_target, domain_info, find_domain,
+    ConvergenceGuard, Migration, MigrationLog, XenError, check_host, check_name, check_target, domain_info, find_domain,
     host_facts, locate, migrate, nfs_server, parse_probe, parse_xl_info, parse_xl_list, parse_xl_list_long,
     parse_xl_uptime, probe_argv, running_once, state_word)
 from pft_paths import REPO
@@ -380,6 +380,41 @@ def test_guard_on_the_recorded_idle_rounds_converges():
     rounds = log.live_rounds()
     assert all(g.verdict(rounds[:k])[0] for k in range(1, len(rounds) + 1))
     assert not ConvergenceGuard(min_pages=1).verdict(rounds[:4])[0]
+
+
+def test_live_throughput_from_the_recorded_rounds():
+    """Only live rounds sent to the end count: none before round 0 ends, then pages over seconds."""
+    log = MigrationLog(0.0)
+    lines = migration_lines("migrate-live-idle.txt")
+    for t, line in lines:
+        log.feed(t, line)
+        if "iteration 0: 31744/32768" in line:
+            assert log.live_throughput() is None
+    rounds = [r for r in log.live_rounds()]
+    expect = sum(r.pages for r in rounds) / sum(r.t_end - r.t_start for r in rounds)
+    assert log.live_throughput() == pytest.approx(expect)
+    assert 400 < log.live_throughput() < 800                  # TCG: about 600 pages/s
+
+
+def _guard_events(guard):
+    """The recorded idle migration replayed through a Migration's event handler (policy continue:
+    the guard's verdict is recorded, nothing is run)."""
+    mig = Migration("pfte2e", "compute2", guard=guard, runner=lambda argv, timeout: (1, "", "not run"))
+    mig.log = MigrationLog(0.0)
+    for t, line in migration_lines("migrate-live-idle.txt"):
+        for ev in mig.log.feed(t, line):
+            mig._on_event(t, ev)
+    return [e for e in mig.events if e["event"] == "no_convergence"]
+
+
+def test_migration_feeds_the_measured_throughput_to_the_guard():
+    """max_downtime is judged with the live rounds' throughput: round 4's 224 pages at ~590 pages/s
+    predict ~0.38 s, so 0.3 s is no convergence and 1 s is not (the CI run where max_downtime was
+    never applied: the guard was asked without a throughput)."""
+    events = _guard_events(ConvergenceGuard(max_downtime_s=0.3))
+    assert len(events) == 1 and "predicted stop-and-copy of 224 pages" in events[0]["why"]
+    assert _guard_events(ConvergenceGuard(max_downtime_s=1.0)) == []
+    assert _guard_events(ConvergenceGuard()) == []
 
 
 def test_migration_log_without_shim_lines():
