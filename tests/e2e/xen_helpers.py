@@ -17,6 +17,7 @@ The fixture builds the LD_PRELOAD shim with the controller's gcc and copies it t
 the test guest on each (tests/e2e/xen_test_guest.sh: the node's own Debian kernel plus a busybox
 initramfs) and writes the guest configs under /etc/xen/pft-test/.
 """
+import hashlib
 import http.client
 import json
 import os
@@ -158,6 +159,30 @@ class XenCluster(object):
             return None
         return dict(count=int(hb[0]), uptime=float(hb[1]), max_gap=float(hb[2]), ip=hb[3], id=gid)
 
+    @staticmethod
+    def dirty_passes(ip, timeout=2.0):
+        """How many times the guest's dirtier has rewritten its memory (xen_test_guest.sh), or None."""
+        try:
+            with urllib.request.urlopen("http://%s/dirty" % ip, timeout=timeout) as r:
+                return int(r.read().decode().strip())
+        except (OSError, ValueError, http.client.HTTPException):
+            return None
+
+    def wait_dirtying(self, ip, passes=3, timeout=180):
+        """Wait until the dirtier has made `passes` more passes: it runs, and is not starved or killed."""
+        end = time.monotonic() + timeout
+        first = None
+        while time.monotonic() < end:
+            n = self.dirty_passes(ip)
+            if n is not None:
+                first = n if first is None else first
+                if n - first >= passes:
+                    return n
+            time.sleep(1)
+        raise AssertionError("guest %s: its dirtier made no %d passes within %d s (from %s to %s): is its memory "
+                             "too small for dirty_mb? (the guest's OOM killer ends it)"
+                             % (ip, passes, timeout, first, self.dirty_passes(ip)))
+
     def wait_heartbeat(self, ip, timeout=240):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -250,8 +275,11 @@ def xen_cluster(request):
                            input=open(shim, "rb").read(), check=True, timeout=120, capture_output=True)
     # Built once, on the source; the target gets the same bytes (as guest_netboot stages identical
     # guest files everywhere): two builds differ in their timestamps, and xen_prestage rightly says so.
-    out = subprocess.run(tb.ssh_argv(source, "test -s %s/initrd.img || sh -s %s" % (GUEST_DIR, GUEST_DIR)),
-                         input=script, text=True, capture_output=True, timeout=900)
+    # rebuilt when the script changed (a reused testbed keeps the guest an older script built)
+    stamp = hashlib.sha256(script.encode()).hexdigest()
+    build = ('[ "$(cat {d}/.script-sha256 2>/dev/null)" = {s} ] && test -s {d}/initrd.img || '
+             '{{ sh -s {d} && echo {s} > {d}/.script-sha256; }}').format(d=GUEST_DIR, s=stamp)
+    out = subprocess.run(tb.ssh_argv(source, build), input=script, text=True, capture_output=True, timeout=900)
     assert out.returncode == 0, "%s: building the test guest failed: %s" % (source, out.stderr[-2000:])
     for name in ("vmlinuz", "initrd.img"):
         path = "%s/%s" % (GUEST_DIR, name)

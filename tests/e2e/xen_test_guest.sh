@@ -11,8 +11,11 @@
 #               two ticks as the guest's own uptime clock saw it)
 #   /www/id     a random id chosen at boot (a restarted guest has another one)
 #   /www/meminfo the guest's /proc/meminfo, refreshed every second (its working set, measured inside)
+#   /www/dirty  how many times the dirtier below has rewritten its N MiB (absent without one): a test
+#               can tell a dirtier that runs from one the guest's OOM killer ended
 # and, with pft.dirty_mb=N, a loop that rewrites N MiB of its RAM (a tmpfs file) every
 # pft.dirty_every seconds (default 0: continuously), so migration has a working set to chase.
+# N MiB must fit beside the kernel: the unpacked Debian kernel takes about 58 MiB of the guest.
 set -eu
 dir="$1"
 kver="$(uname -r)"
@@ -69,8 +72,13 @@ httpd -p 80 -h /www
 ) &
 if [ "$dirty" -gt 0 ]; then
     (
+        d=0
         while :; do
-            dd if=/dev/zero of=/tmp/dirty bs=1M count="$dirty" conv=notrunc 2>/dev/null
+            if dd if=/dev/zero of=/tmp/dirty bs=1M count="$dirty" conv=notrunc 2>/dev/null; then
+                d=$((d+1))
+                echo "$d" > /www/dirty.new
+                mv /www/dirty.new /www/dirty
+            fi
             [ "$every" = 0 ] || sleep "$every"
         done
     ) &
