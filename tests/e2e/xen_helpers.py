@@ -183,14 +183,26 @@ class XenCluster(object):
                              "too small for dirty_mb? (the guest's OOM killer ends it)"
                              % (ip, passes, timeout, first, self.dirty_passes(ip)))
 
-    def wait_heartbeat(self, ip, timeout=240):
+    def console_tail(self, node, name, lines=15):
+        """The last lines of a guest's console (xl console wants a terminal: script gives it one)."""
+        out = subprocess.run(self.tb.ssh_argv(node, "timeout 5 script -qc %s /dev/null | tail -%d"
+                                                   % (shlex.quote("xl console " + name), lines)),
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.replace("\r", "")
+
+    def wait_heartbeat(self, ip, timeout=240, guest=None, node=None):
+        """The guest's heartbeat; when it gives none in time, fail with its console's last lines
+        (guest and node given) or without."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             hb = self.heartbeat(ip)
             if hb:
                 return hb
             time.sleep(1)
-        raise AssertionError("guest %s gave no heartbeat within %d s" % (ip, timeout))
+        console = ""
+        if guest and node:
+            console = "; its console on %s ends:\n%s" % (node, self.console_tail(node, guest))
+        raise AssertionError("guest %s gave no heartbeat within %d s%s" % (ip, timeout, console))
 
 
 class Poller(object):
