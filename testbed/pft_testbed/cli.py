@@ -40,7 +40,8 @@ def build_parser():
                          "or $PFT_TESTBED_NAME)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="boot the cluster (head + N compute) and write the inventory")
-    up.add_argument("--compute", type=_compute, default=3, help="compute nodes, the last one a spare (default 3)")
+    up.add_argument("--compute", type=_compute, default=3, help="compute nodes, the last ones spares (default 3)")
+    up.add_argument("--spares", type=int, default=1, help="how many of the last compute nodes are spares (default 1)")
     up.add_argument("--timeout", type=int, default=None, help="seconds to wait for every node's ssh")
     up.add_argument("--inventory", default=DEFAULT_INVENTORY, help="where to write the inventory")
     dn = sub.add_parser("down", help="stop everything; leaves no process, namespace, tap, mount or file")
@@ -83,9 +84,9 @@ def run(args):
     cmd = args.command
     if cmd == "up":
         if args.timeout:
-            tb.up(compute=args.compute, boot_timeout=args.timeout)
+            tb.up(compute=args.compute, boot_timeout=args.timeout, spares=args.spares)
         else:
-            tb.up(compute=args.compute)
+            tb.up(compute=args.compute, spares=args.spares)
         path = tb.write_inventory(args.inventory)
         print(f"inventory: {path}")
     elif cmd == "down":
@@ -149,7 +150,13 @@ def run(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        try:
+            config.check_spares(args.spares, args.compute)
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         return run(args)
     except TestbedError as exc:

@@ -42,6 +42,14 @@ def check_compute(count):
     return count
 
 
+def check_spares(spares, compute):
+    """Spares are the last compute nodes; at least one compute node must be left to run guests."""
+    spares = int(spares)
+    if compute >= 2 and not 1 <= spares <= compute - 1:
+        raise ValueError(f"--spares {spares} is out of range for {compute} compute nodes: use 1..{compute - 1}")
+    return spares
+
+
 def preferred_index(name):
     """The index a name tries first; the next free one is used when it is taken."""
     return int(hashlib.sha256(name.encode()).hexdigest(), 16) % MAX_INDEX
@@ -118,13 +126,14 @@ def node_names(compute):
     return ["head"] + [f"compute{i}" for i in range(1, compute + 1)]
 
 
-def plan(name, index, compute=3, head_memory_mb=HEAD_MEMORY_MB, compute_memory_mb=COMPUTE_MEMORY_MB):
+def plan(name, index, compute=3, head_memory_mb=HEAD_MEMORY_MB, compute_memory_mb=COMPUTE_MEMORY_MB, spares=1):
     """The full layout of testbed `name` at `index` with `compute` compute nodes.
 
-    The last compute node is the spare when there are at least two.
+    The last `spares` compute nodes are spares when there are at least two compute nodes.
     """
     check_name(name)
     compute = check_compute(compute)
+    spares = check_spares(spares, compute)
     if not 0 <= index < MAX_INDEX:
         raise ValueError(f"index {index} out of range")
     net = ipaddress.ip_network(SUBNET_FMT.format(index=index))
@@ -134,7 +143,7 @@ def plan(name, index, compute=3, head_memory_mb=HEAD_MEMORY_MB, compute_memory_m
         nodes.append(NodePlan(
             name=node,
             role="head" if n == 0 else "compute",
-            spare=(n == compute and compute >= 2),
+            spare=(compute >= 2 and n > compute - spares),
             address=str(net.network_address + host),
             mac=f"52:54:00:e7:{index:02x}:{host:02x}",
             memory_mb=head_memory_mb if n == 0 else compute_memory_mb,

@@ -110,11 +110,13 @@ class Testbed:
         return os.path.join(self.state_dir, "nodes", name)
 
     # -- up -------------------------------------------------------------------
-    def up(self, compute=3, boot_timeout=BOOT_TIMEOUT, memory=None):
-        """Bring the testbed up and wait until every node answers ssh. Returns seconds taken."""
+    def up(self, compute=3, boot_timeout=BOOT_TIMEOUT, memory=None, spares=1):
+        """Bring the testbed up and wait until every node answers ssh. Returns seconds taken.
+        The last `spares` compute nodes are the spares (inventory group ``spares``)."""
         host.require_root()
         host.require_all()
         compute = config.check_compute(compute)
+        spares = config.check_spares(spares, compute)
         if self.exists():
             raise TestbedError(f"testbed {self.name!r} is already up (state {self.state_dir}); "
                                "run `testbed down` first")
@@ -132,11 +134,11 @@ class Testbed:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = config.choose_index(self.name, self._taken_indices(), self._host_networks())
-            plan = config.plan(self.name, index, compute, **kwargs)
+            plan = config.plan(self.name, index, compute, spares=spares, **kwargs)
             self._state = {"plan": plan.to_dict(), "image": image, "pids": {}, "bmc": {},
                            "bmc_password": os.urandom(9).hex(), "started": time.time()}
             self._save()
-            self.progress(f"testbed {self.name}: head + {compute} compute, subnet {plan.subnet}, "
+            self.progress(f"testbed {self.name}: head + {compute} compute ({spares} spare), subnet {plan.subnet}, "
                           f"netns {plan.netns}")
             try:
                 self._network_up(plan)

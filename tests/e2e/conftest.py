@@ -1,4 +1,7 @@
-"""The shared e2e testbed: one virtual cluster (head + 3 compute) for the whole session.
+"""The shared e2e testbed: one virtual cluster (head + 4 compute) for the whole session.
+
+guest1 runs on compute1, guest2 on compute2 (inventory/testbed-site), compute3 and compute4 are
+the spares: two, so that the watch can be tested moving two guests at once (issue 7).
 
 Any e2e test gets it with the ``testbed`` fixture (a :class:`pft_testbed.testbed.Testbed`
 that is up) and its Ansible inventory with ``testbed_inventory`` (path of hosts.yml).
@@ -16,6 +19,7 @@ import os
 import pytest
 
 NAME = os.environ.get("PFT_E2E_TESTBED", "e2e")
+COMPUTE, SPARES = 4, 2
 
 
 # The first test that uses the testbed also pays for the image build (cold cache: 2-5 min) and
@@ -46,7 +50,7 @@ def testbed():
     if not reuse:
         if tb.exists():
             tb.down()                 # left over from an interrupted session
-        tb.up(compute=3)
+        tb.up(compute=COMPUTE, spares=SPARES)
     yield tb
     if os.environ.get("PFT_E2E_KEEP"):
         _progress(f"left running (PFT_E2E_KEEP): testbed/testbed --name {tb.name} down takes it down")

@@ -5,7 +5,7 @@ forced command with pft-probe). They never start a testbed themselves: make test
 boot a second cluster. Point them at one:
 
 * ``PFT_E2E_SITE=1`` (the default in ``make test``): the session's site.yml-provisioned cluster
-  (tests/e2e/conftest.py ``site_cluster``): source = compute1, target = the spare, compute3.
+  (tests/e2e/conftest.py ``site_cluster``): source = compute1, target = the last spare, compute4.
 * ``PFT_XEN_TESTBED=NAME`` (development): a running testbed (``testbed/testbed --name NAME up``) whose compute
   nodes got Xen from ``site.yml --tags xen_host``. Without it every test skips, saying so.
 * ``PFT_XEN_INVENTORY=DIR``: an inventory for that testbed (default: one written for it into a

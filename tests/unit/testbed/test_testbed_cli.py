@@ -29,6 +29,14 @@ def test_bad_arguments_exit_with_usage(argv, capsys):
     assert "usage:" in capsys.readouterr().err
 
 
+def test_up_spares_out_of_range_exits_with_usage_before_anything_starts(capsys):
+    assert parse("up", "--compute", "4", "--spares", "2").spares == 2
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--name", "e2e", "up", "--compute", "3", "--spares", "3"])
+    assert exc.value.code == 2
+    assert "--spares 3 is out of range for 3 compute nodes" in capsys.readouterr().err
+
+
 def test_heat_takes_a_sensor_name_with_spaces_and_a_number():
     args = parse("heat", "compute1", "CPU1 Temp", "92")
     assert (args.node, args.sensor, args.value) == ("compute1", "CPU1 Temp", 92.0)

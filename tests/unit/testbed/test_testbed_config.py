@@ -34,6 +34,18 @@ def test_one_compute_node_has_no_spare():
     assert [n.name for n in p.nodes if n.spare] == []
 
 
+def test_spares_are_the_last_compute_nodes():
+    p = config.plan("e2e", 4, compute=4, spares=2)
+    assert [n.name for n in p.nodes if n.spare] == ["compute3", "compute4"]
+    assert config.Plan.from_dict(p.to_dict()) == p
+
+
+@pytest.mark.parametrize("compute,spares", [(3, 0), (3, 3), (4, 5), (2, -1)])
+def test_spares_must_leave_a_node_for_the_guests(compute, spares):
+    with pytest.raises(ValueError, match="--spares %d is out of range for %d compute nodes" % (spares, compute)):
+        config.plan("pft", 1, compute=compute, spares=spares)
+
+
 def test_memory_fits_the_budget():
     p = config.plan("pft", 1)
     assert sum(n.memory_mb for n in p.nodes) <= 6 * 1024 - 4 * 300   # room for QEMU's own overhead
