@@ -83,10 +83,8 @@ def run(args):
     tb = Testbed(args.name)
     cmd = args.command
     if cmd == "up":
-        if args.timeout:
-            tb.up(compute=args.compute, boot_timeout=args.timeout, spares=args.spares)
-        else:
-            tb.up(compute=args.compute, spares=args.spares)
+        timeout = {"boot_timeout": args.timeout} if args.timeout else {}
+        tb.up(compute=args.compute, spares=args.spares, **timeout)
         path = tb.write_inventory(args.inventory)
         print(f"inventory: {path}")
     elif cmd == "down":
