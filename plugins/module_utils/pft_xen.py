@@ -40,6 +40,7 @@ import select
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 XL = "/usr/sbin/xl"
 SHIM = "/usr/local/lib/pft/pft-xl-progress.so"
@@ -971,8 +972,15 @@ def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=9
     result = dict(changed=False, migrated=False, source_running=None, target_running=None, stats=None,
                   failure=None, checks=[], instrumentation=None,
                   diff=dict(before=dict(host=source_host, guest=guest), after=dict(host=source_host, guest=guest)))
-    src = guest_rows(runner, guest, xl)
-    probe = probe_target(target, runner=runner)
+    # The three looks before the move are independent: run them at once (on a slow dom0 the target's
+    # probe over ssh and the local `xl list` each take seconds; detection latency, docs/performance.md P2)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        src_f = pool.submit(guest_rows, runner, guest, xl)
+        probe_f = pool.submit(probe_target, target, runner=runner)
+        version_f = pool.submit(toolstack_version, runner)
+    src = src_f.result()
+    probe = probe_f.result()
+    source_toolstack = version_f.result()
     tgt = find_domain(probe["domains"], guest)
     result["target_host"] = probe["host"]
     if not src and running_once(tgt):
@@ -988,7 +996,7 @@ def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=9
         return True, ("%s runs here and the target %s already has %s: refusing to migrate (it would run twice)"
                       % (guest, target, _rows_str(tgt))), result
     guest_mb = src[0]["memory_mb"]
-    checks = check_target(probe, guest_mb, margin_mb, source_toolstack=toolstack_version(runner))
+    checks = check_target(probe, guest_mb, margin_mb, source_toolstack=source_toolstack)
     result["checks"] = checks
     bad = [c for c in checks if not c["ok"] and c["name"] in ("xen", "memory", "shadow_paging")]
     shim_ok = bool(shim) and os.path.isfile(shim)

@@ -8,8 +8,10 @@ tests/e2e/test_xen_migrate.py.
 import json
 import os
 import subprocess
+import threading
 
 import jinja2
+
 import pytest
 
 from ansible.module_utils.pft_xen import (
@@ -334,6 +336,26 @@ def test_migrate_check_mode_predicts_and_does_nothing():
     assert not failed and res["changed"] and not res["migrated"] and "would migrate" in msg
     assert res["diff"] == {"before": {"host": "s", "guest": "g"}, "after": {"host": "t", "guest": "g"}}
     assert not any(c in ("migrate", "pause", "mem-set") for call in xl.calls for c in call)
+
+
+class Together(Scripted):
+    """Each call waits until the source's list, the target's probe and the version look are all running."""
+
+    def __init__(self, *a, **kw):
+        super(Together, self).__init__(*a, **kw)
+        self.barrier = threading.Barrier(3, timeout=5)
+
+    def __call__(self, argv, timeout, *a, **kw):
+        self.barrier.wait()
+        return super(Together, self).__call__(argv, timeout, *a, **kw)
+
+
+def test_migrate_looks_at_source_target_and_version_at_once():
+    # sequential looks would leave the barrier short of parties: BrokenBarrierError after 5 s
+    xl = Together(HEAD + DOM0 + G, HEAD + DOM0)
+    failed, msg, res = migrate("g", "t", check_mode=True, runner=xl, source_host="s")
+    assert not failed and "would migrate" in msg
+    assert sorted(c[0] for c in xl.calls) == ["/usr/sbin/xl", "dpkg-query", "ssh"]
 
 
 def test_migrate_refuses_a_guest_that_is_not_here():
