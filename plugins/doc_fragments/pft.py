@@ -71,3 +71,26 @@ options:
     type: float
     default: 2.0
 """
+
+    # Ranking targets (ganglia_target_info, pft_watch_select); the matching argument spec is
+    # pft_ganglia.RANK_ARGS, and criteria_from_params() turns it into a Criteria.
+    GANGLIA_RANK = r"""
+options:
+  healthy_verdicts:
+    description: Verdicts of O(health) that count as healthy.
+    type: list
+    elements: str
+    default: [ok]
+  guest_metric:
+    description: Metric each node publishes with the number of guests it runs (see M(ganglia_metric)).
+    type: str
+    default: pft_guest_count
+  free_memory_metric:
+    description: Metric each node publishes with the memory Xen can give a new guest, in MiB.
+    type: str
+    default: pft_xen_free_memory_mb
+  load_metric:
+    description: Metric used to order acceptable hosts, lowest first.
+    type: str
+    default: load_one
+"""

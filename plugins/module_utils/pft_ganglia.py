@@ -583,6 +583,22 @@ def check_read_args(params):
     return None
 
 
+# Module arguments shared by the modules that rank targets (doc fragment pft.ganglia_rank)
+RANK_ARGS = dict(
+    healthy_verdicts=dict(type="list", elements="str", default=["ok"]),
+    guest_metric=dict(type="str", default=DEFAULT_GUEST_METRIC),
+    free_memory_metric=dict(type="str", default=DEFAULT_FREE_MEMORY_METRIC),
+    load_metric=dict(type="str", default=DEFAULT_LOAD_METRIC),
+)
+
+
+def criteria_from_params(params):
+    """The :class:`Criteria` of a module's READ_ARGS and RANK_ARGS values."""
+    return Criteria(guest_metric=params["guest_metric"], free_memory_metric=params["free_memory_metric"],
+                    load_metric=params["load_metric"], host_down_factor=params["host_down_factor"],
+                    metric_stale_factor=params["metric_stale_factor"], healthy_verdicts=params["healthy_verdicts"])
+
+
 # --------------------------------------------------------------------------
 # Guest placement (where the watch learns which guests each node runs)
 # --------------------------------------------------------------------------

@@ -55,23 +55,6 @@ options:
       - When given, a candidate whose verdict is not in O(healthy_verdicts), or that has no verdict,
         is rejected as C(unhealthy).
     type: dict
-  healthy_verdicts:
-    description: Verdicts of O(health) that count as healthy.
-    type: list
-    elements: str
-    default: [ok]
-  guest_metric:
-    description: Metric each node publishes with the number of guests it runs (see M(ganglia_metric)).
-    type: str
-    default: pft_guest_count
-  free_memory_metric:
-    description: Metric each node publishes with the memory Xen can give a new guest, in MiB.
-    type: str
-    default: pft_xen_free_memory_mb
-  load_metric:
-    description: Metric used to order acceptable hosts, lowest first.
-    type: str
-    default: load_one
   reservation_dir:
     description: Directory of M(spare_reservation). Hosts with a live reservation of another owner are
       rejected as C(reserved). Not read when unset.
@@ -86,6 +69,7 @@ options:
 extends_documentation_fragment:
   - pft.attributes
   - pft.ganglia_read
+  - pft.ganglia_rank
 attributes:
   check_mode:
     support: full
@@ -232,8 +216,8 @@ reservations:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible.module_utils.pft_ganglia import (  # noqa: E402
-    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, READ_ARGS, Criteria, GangliaError, check_read_args, rank_targets,
-    read_ganglia)
+    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, RANK_ARGS, READ_ARGS, GangliaError, check_read_args,
+    criteria_from_params, rank_targets, read_ganglia)
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore  # noqa: E402
 
 
@@ -241,15 +225,12 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             READ_ARGS,
+            **RANK_ARGS,
             candidates=dict(type="list", elements="str", required=True),
             source=dict(type="str"),
             memory_mb=dict(type="int", required=True),
             exclude=dict(type="list", elements="str", default=[]),
             health=dict(type="dict"),
-            healthy_verdicts=dict(type="list", elements="str", default=["ok"]),
-            guest_metric=dict(type="str", default="pft_guest_count"),
-            free_memory_metric=dict(type="str", default="pft_xen_free_memory_mb"),
-            load_metric=dict(type="str", default="load_one"),
             reservation_dir=dict(type="path"),
             reservation_owner=dict(type="str"),
             fail_on_none=dict(type="bool", default=False),
@@ -278,10 +259,7 @@ def main():
                 reserved[host] = res.owner
 
     try:
-        criteria = Criteria(guest_metric=p["guest_metric"], free_memory_metric=p["free_memory_metric"],
-                            load_metric=p["load_metric"], host_down_factor=p["host_down_factor"],
-                            metric_stale_factor=p["metric_stale_factor"],
-                            healthy_verdicts=p["healthy_verdicts"])
+        criteria = criteria_from_params(p)
         snapshot, endpoint, errors = read_ganglia(p["endpoints"], timeout=p["timeout"], max_bytes=p["max_bytes"],
                                                   default_port=p["default_port"], metrics=criteria.metric_names())
         result = rank_targets(snapshot, p["candidates"], source=p["source"], memory_mb=p["memory_mb"],

@@ -61,11 +61,6 @@ options:
       - The registered result of M(ipmi_health_info); a candidate whose verdict is not in O(healthy_verdicts)
         is rejected as C(unhealthy). Not checked when unset.
     type: dict
-  healthy_verdicts:
-    description: Verdicts that let a node receive a guest.
-    type: list
-    elements: str
-    default: [ok]
   names_metric:
     description: The metric with a node's guest names (published by its dom0).
     type: str
@@ -74,18 +69,6 @@ options:
     description: The metric with a node's C(guest=maxmem_mb) list (published by its dom0).
     type: str
     default: pft_guest_maxmem_mb
-  guest_metric:
-    description: The metric with the number of guests of a candidate; a target must have 0.
-    type: str
-    default: pft_guest_count
-  free_memory_metric:
-    description: The metric with a candidate's Xen free memory in MiB (C(xl info) C(free_memory)).
-    type: str
-    default: pft_xen_free_memory_mb
-  load_metric:
-    description: The metric by which acceptable candidates are ordered, lowest first.
-    type: str
-    default: load_one
   reservation_ttl:
     description: Seconds an evacuation's reservation lives if nobody releases it.
     type: int
@@ -103,6 +86,7 @@ options:
 extends_documentation_fragment:
   - pft.attributes
   - pft.ganglia_read
+  - pft.ganglia_rank
   - pft.state_dir
 attributes:
   check_mode:
@@ -211,7 +195,7 @@ endpoint_errors:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible.module_utils.pft_ganglia import (  # noqa: E402
-    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, READ_ARGS, Criteria, check_read_args)
+    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, RANK_ARGS, READ_ARGS, check_read_args, criteria_from_params)
 from ansible.module_utils.pft_select import select_work  # noqa: E402
 from ansible.module_utils.pft_watch import STATE_ARGS, WatchError  # noqa: E402
 
@@ -220,18 +204,15 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             READ_ARGS,
+            **RANK_ARGS,
             work=dict(type="list", elements="dict", required=True),
             candidates=dict(type="list", elements="str", required=True),
             placements=dict(type="dict"),
             guest_memory=dict(type="dict"),
             placement_unknown=dict(type="dict"),
             health=dict(type="dict"),
-            healthy_verdicts=dict(type="list", elements="str", default=["ok"]),
             names_metric=dict(type="str", default="pft_guest_names"),
             memory_metric=dict(type="str", default="pft_guest_maxmem_mb"),
-            guest_metric=dict(type="str", default="pft_guest_count"),
-            free_memory_metric=dict(type="str", default="pft_xen_free_memory_mb"),
-            load_metric=dict(type="str", default="load_one"),
             reservation_ttl=dict(type="int", default=1800),
             prestage_ttl=dict(type="int", default=3600),
             journal=dict(type="bool", default=True),
@@ -248,9 +229,7 @@ def main():
             bad = bad or "%s must be > 0 seconds, got %d" % (key, p[key])
     if bad:
         module.fail_json(msg=bad)
-    criteria = Criteria(guest_metric=p["guest_metric"], free_memory_metric=p["free_memory_metric"],
-                        load_metric=p["load_metric"], host_down_factor=p["host_down_factor"],
-                        metric_stale_factor=p["metric_stale_factor"], healthy_verdicts=p["healthy_verdicts"])
+    criteria = criteria_from_params(p)
     try:
         out = select_work(p["work"], p["candidates"], p["state_dir"], endpoints=p["endpoints"],
                           placements=p["placements"], guest_memory=p["guest_memory"],
