@@ -31,6 +31,7 @@ from pft_testbed.testbed import Testbed, TestbedError  # noqa: E402
 BIN = os.path.join(REPO, ".venv", "bin")
 HEAT_NODE, HEAT_SENSOR, HEAT_VALUE = "compute1", "CPU1 Temp", 92.0
 GUEST, SPARE = "guest1", "compute3"
+CRON_FILE = "/etc/cron.d/pft-watch"   # roles/pft_watch: pft_watch_cron_dir/pft-watch
 T0 = time.monotonic()
 
 
@@ -314,9 +315,16 @@ class Demo:
     def finish(self, ok):
         say("7. where things are", step=True)
         if not self.args.keep_watch:
-            self.playbook("install-watch.yml", "install-watch.log", "-e", "pft_watch_enabled=false",
-                          "-e", "@" + os.path.join(self.run_dir, "watch-install-vars.json"), check=False)
-            say("watch cron removed again (--keep-watch leaves it)")
+            # the later -e wins: the install's vars file says pft_watch_enabled: true
+            self.playbook("install-watch.yml", "install-watch.log",
+                          "-e", "@" + os.path.join(self.run_dir, "watch-install-vars.json"),
+                          "-e", "pft_watch_enabled=false", check=False)
+            if os.path.exists(CRON_FILE):
+                say("\033[31mthe watch cron is still installed (%s): remove it with install-watch.yml "
+                    "-e pft_watch_enabled=false\033[0m" % CRON_FILE)
+                ok = False
+            else:
+                say("watch cron removed again (--keep-watch leaves it)")
         for what, rel in (("run directory", ""), ("watch log", "watch.log"), ("audit log", "state/audit.jsonl"),
                           ("alerts", "alerts.log"),
                           ("site.yml log", "site.log"), ("timeline", "timeline.png")):
@@ -325,6 +333,7 @@ class Demo:
         print("  cool the node: testbed/testbed --name %s cool %s, then ansible-playbook playbooks/return.yml "
               "-e node=%s" % (self.args.name, HEAT_NODE, HEAT_NODE))
         say("demo %s" % ("PASSED: the guest moved and the MPI job finished correctly" if ok else "did NOT complete"))
+        return ok
 
 
 def main():
@@ -352,7 +361,7 @@ def main():
     except KeyboardInterrupt:
         say("stopped watching")
     demo.timeline()
-    demo.finish(ok)
+    ok = demo.finish(ok)
     return 0 if ok else 1
 
 
