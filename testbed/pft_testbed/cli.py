@@ -8,7 +8,13 @@ from pft_testbed import config
 from pft_testbed.errors import TestbedError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_INVENTORY = os.path.join(REPO, "inventory", "testbed")
+DEFAULT_NAME = "pft"
+
+
+def default_inventory(name):
+    """inventory/testbed/ for the default testbed, inventory/testbed.<name>/ for any other, so that
+    bringing up a second testbed never overwrites the first one's inventory (both are gitignored)."""
+    return os.path.join(REPO, "inventory", "testbed" if name == DEFAULT_NAME else "testbed." + name)
 
 
 def _compute(text):
@@ -35,7 +41,7 @@ def _float(text):
 def build_parser():
     ap = argparse.ArgumentParser(
         prog="testbed", description="pft's virtual cluster: QEMU/TCG nodes with ipmi_sim BMCs on a private network.")
-    ap.add_argument("--name", type=_name, default=os.environ.get("PFT_TESTBED_NAME", "pft"),
+    ap.add_argument("--name", type=_name, default=os.environ.get("PFT_TESTBED_NAME", DEFAULT_NAME),
                     help="testbed name; two testbeds with different names never collide (default: pft, "
                          "or $PFT_TESTBED_NAME)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -43,9 +49,10 @@ def build_parser():
     up.add_argument("--compute", type=_compute, default=3, help="compute nodes, the last ones spares (default 3)")
     up.add_argument("--spares", type=int, default=1, help="how many of the last compute nodes are spares (default 1)")
     up.add_argument("--timeout", type=int, default=None, help="seconds to wait for every node's ssh")
-    up.add_argument("--inventory", default=DEFAULT_INVENTORY, help="where to write the inventory")
+    up.add_argument("--inventory", help="where to write the inventory (default inventory/testbed/, or "
+                                        "inventory/testbed.NAME/ for a testbed not named pft)")
     dn = sub.add_parser("down", help="stop everything; leaves no process, namespace, tap, mount or file")
-    dn.add_argument("--inventory", default=DEFAULT_INVENTORY, help="inventory to remove if `up` wrote it")
+    dn.add_argument("--inventory", help="inventory to remove if `up` wrote it (default as for up)")
     st = sub.add_parser("status", help="state of each node")
     st.add_argument("--json", action="store_true")
     s = sub.add_parser("ssh", help="shell (or command) on a node")
@@ -71,8 +78,8 @@ def build_parser():
     pw = sub.add_parser("power", help="IPMI chassis power through the node's BMC, over LAN")
     pw.add_argument("node")
     pw.add_argument("action", choices=("on", "off", "reset", "cycle", "soft", "status"))
-    inv = sub.add_parser("inventory", help="write inventory/testbed/ for the playbooks and molecule")
-    inv.add_argument("--dir", default=DEFAULT_INVENTORY)
+    inv = sub.add_parser("inventory", help="write the inventory (as up does) for the playbooks and molecule")
+    inv.add_argument("--dir", help="default as for up")
     sub.add_parser("image", help="build the node image if its inputs changed, and print its path")
     return ap
 
@@ -82,6 +89,9 @@ def run(args):
     from pft_testbed.testbed import Testbed
     tb = Testbed(args.name)
     cmd = args.command
+    for key in ("inventory", "dir"):
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, default_inventory(args.name))
     if cmd == "up":
         timeout = {"boot_timeout": args.timeout} if args.timeout else {}
         tb.up(compute=args.compute, spares=args.spares, **timeout)

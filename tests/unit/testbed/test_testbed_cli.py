@@ -75,3 +75,10 @@ def test_commands_on_a_testbed_that_is_not_up_fail_clearly(monkeypatch, tmp_path
     monkeypatch.setenv("PFT_TESTBED_STATE", str(tmp_path))
     assert cli.main(["--name", "nothere", "heat", "compute1", "CPU1 Temp", "90"]) == 1
     assert "is not up" in capsys.readouterr().err
+
+
+def test_each_testbed_name_has_its_own_default_inventory():
+    assert cli.default_inventory("pft").endswith("/inventory/testbed")
+    assert cli.default_inventory("demo").endswith("/inventory/testbed.demo")
+    assert parse("--name", "demo", "up").inventory is None          # resolved per name in run()
+    assert parse("up", "--inventory", "/tmp/inv").inventory == "/tmp/inv"
