@@ -107,7 +107,9 @@ def select_work(work, candidates, state_dir, endpoints=None, read=None, placemen
     result["quarantined"] = sorted(quarantine(state_dir, "query", dry_run=True, clock=clock,
                                               lock_timeout=lock_timeout)["quarantined"])
     store = ReservationStore(reservation_dir, lock_timeout=lock_timeout, clock=clock)
-    booked = {}  # dry run: what this call would have reserved (the store is not written)
+    # what this call reserved, by host: in a dry run the store is not written, so the ranking of the
+    # next guest learns of them only from here (as "reserved", so they are never accepted twice)
+    booked = {}
 
     for w in items_in:
         for guest in known.get(w["node"]) or []:
@@ -139,10 +141,8 @@ def select_work(work, candidates, state_dir, endpoints=None, read=None, placemen
                     msg = rank.get("reason") or "no acceptable target"
                 else:
                     ttl = prestage_ttl if w["action"] == "prestage" else reservation_ttl
-                    hosts = [h for h in hosts if booked.get(h, item["owner"]) == item["owner"]]
                     try:
-                        got = store.reserve(hosts, item["owner"], ttl=ttl, dry_run=dry_run) if hosts else \
-                            dict(host=None, changed=False, reason="every acceptable target is taken in this run")
+                        got = store.reserve(hosts, item["owner"], ttl=ttl, dry_run=dry_run)
                     except ReservationError as exc:
                         raise WatchError("reservation_dir: %s" % exc)
                     if got["host"] is None:
