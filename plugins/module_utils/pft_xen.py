@@ -22,7 +22,9 @@ Migration
     and the phase. :class:`ConvergenceGuard` decides, from the round sizes, whether the
     precopy converges. :func:`migrate` drives the process (pause/unpause for
     stop-and-copy, clean abort by SIGTERM to libxl-save-helper before the point of no
-    return) and verifies where the guest runs afterwards.
+    return) and verifies where the guest runs afterwards. Past the point of no return it waits for a
+    bounded time and then leaves xl running (``in_flight``). xl holds the guest's migration lock
+    (:func:`acquire_migration_lock`); :func:`migrations_here` lists the migrations still running.
 
 Checkpoint and restore
     :func:`checkpoint` (``xen_prestage checkpoint=true``) saves the guest with ``xl save -c``
@@ -33,11 +35,14 @@ Checkpoint and restore
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
 import select
 import signal
+import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -238,8 +243,10 @@ def toolstack_version(runner=None, timeout=15):
     return out.strip() if rc == 0 and out.strip() else None
 
 
-def domain_info(names=None, runner=None, timeout=30, xl=XL):
-    """Domains (all, or those named) and host facts of this dom0. Unknown names are reported, not fatal."""
+def domain_info(names=None, runner=None, timeout=30, xl=XL, lock_dir=None, proc_dir="/proc"):
+    """Domains (all, or those named) and host facts of this dom0. Unknown names are reported, not fatal.
+    Also the guests whose migration still runs here (``migrating``, ``migrations``: see
+    :func:`migrations_here`); read-only, it never creates a lock file."""
     rows = parse_xl_list(run_ok([xl, "list"], timeout, runner))
     rc, long_out, _ = (runner or run)([xl, "list", "-l"], timeout)
     configs = parse_xl_list_long(long_out) if rc == 0 else {}
@@ -267,7 +274,10 @@ def domain_info(names=None, runner=None, timeout=30, xl=XL):
     found = {d["name"] for d in domains}
     missing = [n for n in (names or []) if n not in found]
     guests = [d["name"] for d in domains if d["domid"] != 0]
-    return dict(domains=domains, guests=guests, missing=missing, host=host)
+    migrations = [m for m in migrations_here(LOCK_DIR if lock_dir is None else lock_dir, proc_dir)
+                  if not names or m["guest"] in names]
+    return dict(domains=domains, guests=guests, missing=missing, host=host,
+                migrating=[m["guest"] for m in migrations], migrations=migrations)
 
 
 def find_domain(rows, name):
@@ -644,6 +654,240 @@ def find_child(pid, name):
     return None
 
 
+def pid_alive(pid):
+    return pid is not None and pid > 0 and os.path.isdir("/proc/%d" % pid)
+
+
+# --------------------------------------------------------------------------- migration lock
+# xen_migrate takes an exclusive flock on LOCK_DIR/GUEST.lock on the source before it starts
+# `xl migrate`, and hands the locked descriptor to xl (pass_fds): xl and every child that inherits it
+# (the ssh transport, the save helper) hold the lock, and the kernel drops it when the last of them
+# exits, even if the module, Ansible or the controller died first. xen_domain_info lists the guests
+# whose lock is held (`migrating`), which is how a later run tells "still moving" from "done".
+# The lock files are never removed (a removed file would let a second migration lock a new inode);
+# /run is a tmpfs, so they go at reboot with the processes that could hold them.
+
+LOCK_DIR = "/run/pft/migrate"
+# A lister tests each lock with a momentary shared flock; a migration that finds its lock taken
+# tries again for this long before it concludes that another migration holds it.
+LOCK_WAIT_S = 1.0
+
+
+class MigrationRunning(XenError):
+    """The guest's migration lock is held: an `xl migrate` of it still runs on this host."""
+
+    def __init__(self, guest, path, holder):
+        self.guest, self.path, self.holder = guest, path, holder
+        super(MigrationRunning, self).__init__(
+            "a migration of %s is still running on this host: its lock %s is held%s" % (
+                guest, path, " by pid %d (%s)" % (holder, _cmdline_str(holder)) if holder else ""))
+
+
+def migration_lock_path(guest, directory=LOCK_DIR):
+    return os.path.join(directory, check_name(guest) + ".lock")
+
+
+def _cmdline(pid, proc_dir="/proc"):
+    try:
+        with open(os.path.join(proc_dir, str(pid), "cmdline"), "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]] if raw else None
+
+
+def _cmdline_str(pid):
+    argv = _cmdline(pid)
+    return " ".join(argv)[:200] if argv else "gone"
+
+
+def _write_lock_owner(fd, pid, what):
+    """Record who holds the lock in the lock file (the first word is the pid): for the message of a
+    refused second migration, once the module that took the lock is gone."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, ("%d %s\n" % (pid, what)).encode(), 0)
+    except OSError:
+        pass
+
+
+def _has_open(pid, st):
+    """Whether process pid has a descriptor open on the file whose os.stat is st."""
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            o = os.stat(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if o.st_ino == st.st_ino and o.st_dev == st.st_dev:
+            return True
+    return False
+
+
+def lock_holder(path):
+    """Pid of a live process that has the (held) lock file open, or None. Tried in order: the pid
+    written in the file (the `xl migrate` that holds it), the owner /proc/locks names for the inode
+    (the process that took the lock, which may have handed it on and exited), then every process."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    candidates = []
+    try:
+        with open(path, "rb") as f:
+            candidates.append(int(f.read(64).split()[0]))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        ident = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        with open("/proc/locks") as f:
+            for line in f:
+                words = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 1234 00:19:5678 0 EOF"; waiters have "->" after the number
+                if len(words) >= 6 and words[1] == "FLOCK" and words[5] == ident:
+                    candidates.append(int(words[4]))
+    except (OSError, ValueError):
+        pass
+    for pid in candidates:
+        if pid_alive(pid) and _has_open(pid, st):
+            return pid
+    try:
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    except OSError:
+        return None
+    me = os.getpid()
+    for pid in pids:
+        if pid != me and pid not in candidates and _has_open(pid, st):
+            return pid
+    return None
+
+
+def acquire_migration_lock(guest, directory=LOCK_DIR, wait=LOCK_WAIT_S, clock=time.monotonic, sleep=time.sleep):
+    """Take the guest's migration lock (its directory made 0700 if missing). Returns the locked
+    descriptor (close-on-exec: hand it to `xl migrate` with pass_fds, then close it here). Raises
+    MigrationRunning when another process holds it, XenError when it cannot be opened."""
+    path = migration_lock_path(guest, directory)
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise XenError("cannot open the migration lock %s: %s" % (path, exc))
+    t0 = clock()
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise XenError("cannot lock %s: %s" % (path, exc))
+            if clock() - t0 >= wait:
+                os.close(fd)
+                raise MigrationRunning(guest, path, lock_holder(path))
+            sleep(0.05)
+    _write_lock_owner(fd, os.getpid(), "xen_migrate %s" % guest)
+    return fd
+
+
+def lock_is_held(path):
+    """True when some process holds a flock on path. Opens it read-only and never creates it; the test
+    is a shared non-blocking flock, released at once. None when it cannot be tested."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def locked_guests(directory=LOCK_DIR):
+    """{guest: holder pid or None} for the migration locks held in directory (missing: {})."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return {}
+    out = {}
+    for entry in entries:
+        guest = entry[:-len(".lock")] if entry.endswith(".lock") else None
+        if not guest or not NAME_RE.match(guest) or guest == "Domain-0":
+            continue
+        path = os.path.join(directory, entry)
+        if lock_is_held(path):
+            out[guest] = lock_holder(path)
+    return out
+
+
+def xl_migrate_args(argv):
+    """(guest, target) when argv is a command line `[sh] .../xl [global options] migrate [options] GUEST
+    TARGET` (xl 4.17's getopt "FC:s:epD" plus long options), else None. `migrate-receive` is not."""
+    if not argv or "migrate" not in argv:
+        return None
+    i = argv.index("migrate")
+    head = [os.path.basename(a) for a in argv[:i]]
+    if not (head[0] == "xl" or (len(head) > 1 and head[0] in ("sh", "bash", "dash") and head[1] == "xl")):
+        return None
+    rest, pos, j = argv[i + 1:], [], 0
+    while j < len(rest):
+        a = rest[j]
+        j += 1
+        if a.startswith("--") or a == "-":
+            continue
+        if a.startswith("-") and not pos:
+            flags = a[1:]
+            for k, c in enumerate(flags):
+                if c in "Cs":
+                    if k == len(flags) - 1:
+                        j += 1          # its argument is the next word
+                    break
+            continue
+        pos.append(a)
+    return (pos[0], pos[1]) if len(pos) >= 2 else None
+
+
+def xl_migrate_processes(proc_dir="/proc"):
+    """[(pid, guest, target)] of the `xl migrate` processes running here (from /proc/*/cmdline)."""
+    out = []
+    try:
+        pids = [int(p) for p in os.listdir(proc_dir) if p.isdigit()]
+    except OSError:
+        return out
+    for pid in sorted(pids):
+        args = xl_migrate_args(_cmdline(pid, proc_dir) or [])
+        if args and NAME_RE.match(args[0]) and args[0] != "Domain-0":
+            out.append((pid, args[0], args[1]))
+    return out
+
+
+def migrations_here(lock_dir=LOCK_DIR, proc_dir="/proc"):
+    """The migrations still running on this host: [{guest, lock_held, lock_holder_pid, pids, targets}],
+    by guest. A guest counts when its migration lock is held, or (fallback, for a migration started
+    without the lock) when an `xl migrate GUEST TARGET` process runs. Read-only."""
+    locks = locked_guests(lock_dir)
+    procs = xl_migrate_processes(proc_dir)
+    out = []
+    for guest in sorted(set(locks) | {g for _, g, _ in procs}):
+        out.append(dict(guest=guest, lock_held=guest in locks, lock_holder_pid=locks.get(guest),
+                        pids=[p for p, g, _ in procs if g == guest],
+                        targets=sorted({t for _, g, t in procs if g == guest})))
+    return out
+
+
 # --------------------------------------------------------------------------- migrate
 
 POLICIES = ("stop-and-copy", "abort", "continue")
@@ -661,14 +905,28 @@ def guest_rows(runner, guest, xl=XL, timeout=30):
     return find_domain(parse_xl_list(run_ok([xl, "list"], timeout, runner)), guest)
 
 
+# After the point of no return nothing can be aborted: pft waits for xl, but not for ever. It stops
+# waiting (and leaves xl running: killing it then could leave the guest on neither host) at the later
+# of (point of no return + handover_timeout) and (start + deadline). A run whose clean abort does not
+# end xl gets max(handover_timeout, ABORT_WAIT_MIN_S) after the abort.
+HANDOVER_TIMEOUT_S = 120.0
+ABORT_WAIT_MIN_S = 60.0
+
+
 class Migration(object):
     """One ``xl migrate`` run, driven and watched. Use :func:`migrate`."""
 
     def __init__(self, guest, target, mode="live", on_no_convergence="continue", deadline=900.0,
                  stall_timeout=90.0, shim=SHIM, xl=XL, guard=None, log_path=None, runner=None,
-                 clock=time.monotonic, populated_pages=None):
+                 clock=time.monotonic, populated_pages=None, handover_timeout=HANDOVER_TIMEOUT_S, lock_fd=None,
+                 output_path=None):
         self.guest, self.target, self.mode = guest, target, mode
         self.policy, self.deadline, self.stall_timeout = on_no_convergence, deadline, stall_timeout
+        self.handover_timeout = handover_timeout
+        self.lock_fd = lock_fd              # the migration lock, handed to xl (see acquire_migration_lock)
+        self.output_path = output_path      # where xl's later output goes if pft stops waiting for it
+        self.left_running = None            # why pft stopped waiting while xl still ran, or None
+        self.output_file = None
         self.shim, self.xl, self.guard = shim, xl, guard or ConvergenceGuard()
         self.log_path, self.runner, self.clock = log_path, runner or run, clock
         self.populated_pages = populated_pages
@@ -729,17 +987,29 @@ class Migration(object):
         self.wall_t0 = time.time()
         self.log = MigrationLog(t0)
         self.abort_t = None
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=env, close_fds=True)
+        # The migration lock goes to xl (pass_fds): held while xl or a child of it runs. Its own
+        # session: a hang-up or ^C of the module's terminal must not reach a migration under way.
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, env=env, close_fds=True, start_new_session=True,
+                                         pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
+        except OSError as exc:
+            raise XenError("cannot run %s: %s" % (argv[0], exc))
+        if self.lock_fd is not None:
+            _write_lock_owner(self.lock_fd, self.proc.pid, "xl migrate %s %s" % (self.guest, self.target))
         fd = self.proc.stdout.fileno()
         buf = b""
         last_activity = t0
         last_bytes = None
         killed_ssh = False
         xl_exit_t = None
+        eof = False
         while True:
-            r, _, _ = select.select([fd], [], [], 0.5)
+            # after EOF, keep looping (without the pipe) until xl exits or a bound is reached
+            r, _, _ = select.select([] if eof else [fd], [], [], 0.5)
             now = self.clock()
+            if eof and self.proc.poll() is not None:
+                break
             # xl gone but the pipe still open: an orphaned transport (seen on the testbed when the
             # target died mid-migration: xl exited, its `ssh target` lived on, reparented to init,
             # holding the pipe). xl is done, so ending that ssh is safe.
@@ -756,7 +1026,8 @@ class Migration(object):
             if r:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    break
+                    eof = True
+                    continue
                 buf += chunk
                 while b"\n" in buf:
                     raw, buf = buf.split(b"\n", 1)
@@ -797,15 +1068,29 @@ class Migration(object):
             # guest to answer its suspend request, which a paused PV guest cannot do)
             if self.paused_by_us and self.pause_t is not None and now - last_activity > self.max_pause_s:
                 self.unpause(now, "paused, and no output for %.0f s" % self.max_pause_s)
+            # past the point of no return (or after an abort that did not end xl): a bound, but xl is
+            # left running, never killed (see HANDOVER_TIMEOUT_S)
+            why = self._give_up(now, t0)
+            if why and self.proc.poll() is None:
+                self.left_running = why
+                self._event(now, "stopped_waiting", why=why, xl_pid=self.proc.pid)
+                break
         if buf:
             line = buf.decode("utf-8", "replace")
             self.lines.append((round(self.clock() - t0, 3), line))
             for ev in self.log.feed(self.clock(), line):
                 self._on_event(self.clock(), ev)
-        try:
-            rc = self.proc.wait(timeout=max(self.deadline - (self.clock() - t0), 60))
-        except subprocess.TimeoutExpired:
+        if self.left_running:
             rc = None
+            self._drain()
+        else:
+            try:
+                # the loop ends only once xl has exited: this reaps it, it does not wait for it
+                rc = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                rc = None
+                self.left_running = "xl migrate did not exit"
+                self._drain()
         t_end = self.clock()
         if self.paused_by_us:
             self.unpause(t_end, "migration ended")
@@ -815,6 +1100,48 @@ class Migration(object):
 
     pause_t = None
     max_pause_s = 20.0
+
+    def handover_limit(self, t0):
+        """Monotonic time at which pft stops waiting for a hand-over (None before the point of no
+        return): the later of no_return + handover_timeout and t0 + deadline. The deadline is the
+        budget the caller planned for, so stopping before it only trades a confirmed outcome for an
+        unconfirmed one; and a point of no return reached near the deadline still gets the whole
+        handover_timeout, because nothing can be aborted past it."""
+        t_nr = self.log.markers.get("no_return")
+        if t_nr is None:
+            return None
+        return max(t_nr + self.handover_timeout, t0 + self.deadline)
+
+    def _give_up(self, now, t0):
+        limit = self.handover_limit(t0)
+        if limit is not None and now >= limit:
+            return ("the hand-over did not end within %.0f s of the point of no return (handover_timeout %.0f s, "
+                    "deadline %.0f s)" % (now - self.log.markers["no_return"], self.handover_timeout, self.deadline))
+        if limit is None and self.aborted and self.abort_t is not None:
+            wait = max(self.handover_timeout, ABORT_WAIT_MIN_S)
+            if now - self.abort_t >= wait:
+                return "xl migrate did not end within %.0f s of the abort (%s)" % (wait, self.aborted)
+        return None
+
+    def _drain(self):
+        """pft stops reading while xl still runs: a detached `cat` keeps reading xl's output (source
+        and target lines) into output_path, so that xl and its ssh transport never write into a pipe
+        nobody reads once this module has exited. Best effort."""
+        out = subprocess.DEVNULL
+        try:
+            if self.output_path:
+                out = os.open(self.output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              0o600)
+                self.output_file = self.output_path
+            subprocess.Popen(["cat"], stdin=self.proc.stdout, stdout=out, stderr=subprocess.DEVNULL,
+                             close_fds=True, start_new_session=True)
+        except OSError as exc:
+            self.output_file = None
+            self._event(self.clock(), "drain_failed", detail=str(exc))
+        finally:
+            if isinstance(out, int) and out >= 0:
+                os.close(out)
+            self.proc.stdout.close()
 
     def _on_event(self, t, ev):
         kind = ev[0]
@@ -958,8 +1285,9 @@ def process_start_wall(pid="self"):
 
 def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=900.0, stall_timeout=90.0,
             shim=SHIM, log_path=None, check_mode=False, margin_mb=16, guard=None, runner=None, xl=XL,
-            source_host=None, settle=SETTLE_S):
-    """Migrate and verify. Returns (failed: bool, msg: str, result: dict)."""
+            source_host=None, settle=SETTLE_S, handover_timeout=HANDOVER_TIMEOUT_S, lock_dir=None):
+    """Migrate and verify, holding the guest's migration lock (:func:`acquire_migration_lock`; check
+    mode only tests it). Returns (failed: bool, msg: str, result: dict)."""
     wall_called = time.time()
     check_name(guest)
     check_host(target)
@@ -967,10 +1295,40 @@ def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=9
         raise XenError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
     if on_no_convergence not in POLICIES:
         raise XenError("on_no_convergence must be one of %s, got %r" % (", ".join(POLICIES), on_no_convergence))
-    runner = runner or run
+    if not handover_timeout or handover_timeout <= 0:
+        raise XenError("handover_timeout must be > 0, got %r" % (handover_timeout,))
     source_host = source_host or os.uname()[1]
+    lock_dir = LOCK_DIR if lock_dir is None else lock_dir
+    lock_path = migration_lock_path(guest, lock_dir)
+    lock_fd = None
+    try:
+        if check_mode:
+            if lock_is_held(lock_path):
+                raise MigrationRunning(guest, lock_path, lock_holder(lock_path))
+        else:
+            lock_fd = acquire_migration_lock(guest, lock_dir)
+    except MigrationRunning as exc:
+        return True, ("%s; refusing to start a second migration of %s (to %s). xen_domain_info lists %s under "
+                      "migrating until that one ends" % (exc, guest, target, guest)), dict(
+            changed=False, migrated=False, source_running=None, target_running=None, stats=None,
+            failure="migration-running", checks=[], instrumentation=None, in_flight=False, lock=lock_path,
+            lock_holder_pid=exc.holder)
+    try:
+        failed, msg, result = _migrate(guest, target, mode, on_no_convergence, deadline, stall_timeout, shim,
+                                       log_path, check_mode, margin_mb, guard, runner, xl, source_host, settle,
+                                       handover_timeout, lock_fd, lock_path, wall_called)
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)       # xl, if it was started, holds its own copy of the lock
+    result["lock"] = lock_path
+    return failed, msg, result
+
+
+def _migrate(guest, target, mode, on_no_convergence, deadline, stall_timeout, shim, log_path, check_mode,
+             margin_mb, guard, runner, xl, source_host, settle, handover_timeout, lock_fd, lock_path, wall_called):
+    runner = runner or run
     result = dict(changed=False, migrated=False, source_running=None, target_running=None, stats=None,
-                  failure=None, checks=[], instrumentation=None,
+                  failure=None, checks=[], instrumentation=None, in_flight=False,
                   diff=dict(before=dict(host=source_host, guest=guest), after=dict(host=source_host, guest=guest)))
     # The three looks before the move are independent: run them at once (on a slow dom0 the target's
     # probe over ssh and the local `xl list` each take seconds; detection latency, docs/performance.md P2)
@@ -1013,8 +1371,10 @@ def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=9
                                                                          mode), result
     mig = Migration(guest, target, mode=mode, on_no_convergence=on_no_convergence, deadline=deadline,
                     stall_timeout=stall_timeout, shim=shim, xl=xl, guard=guard, runner=runner,
-                    populated_pages=guest_mb * 256)
+                    populated_pages=guest_mb * 256, handover_timeout=handover_timeout, lock_fd=lock_fd,
+                    output_path=lock_path[:-len(".lock")] + ".out")
     rc = mig.run()
+    in_flight = bool(mig.left_running)
     stats = mig.log.stats(t_end=mig.t_end, bytes_sent=mig.bytes_sent, populated_pages=guest_mb * 256)
     stats["instrumentation"] = "progress" if (mig.shim_ok and mig.log.progress_seen) else "no-progress"
     if not mig.log.progress_seen:
@@ -1033,18 +1393,46 @@ def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=9
     result["stats"] = stats
     result["instrumentation"] = stats["instrumentation"]
     result["xl_output"] = ["%7.3f %s" % (t, line) for t, line in mig.lines[-400:]]
-    # where is it now? (after a settle: the two sides may still be handing over)
-    src, tgt, tgt_known, probe_error, settle_s = locate(guest, target, runner=runner, xl=xl, wait=settle)
+    # where is it now? (after a settle: the two sides may still be handing over; with xl left running,
+    # one look without a settle: the hand-over is not over)
+    src_error = None
+    try:
+        src, tgt, tgt_known, probe_error, settle_s = locate(guest, target, runner=runner, xl=xl,
+                                                            wait=0 if in_flight else settle)
+    except XenError as exc:
+        if not in_flight:
+            raise
+        # xl was left running: that must be reported (in_flight) even if this look fails
+        src, tgt, tgt_known, probe_error, settle_s, src_error = [], [], False, None, 0.0, str(exc)
     if probe_error:
         result["target_probe_error"] = probe_error
     stats["settle_s"] = settle_s
     src_ok, tgt_ok = running_once(src), running_once(tgt)
-    result.update(source_running=src_ok, target_running=tgt_ok if tgt_known else None)
+    result.update(source_running=None if src_error else src_ok, target_running=tgt_ok if tgt_known else None)
     if log_path:
         result["log_error"] = write_log(log_path, [dict(e, kind="event") for e in mig.events] + [dict(
             kind="summary", guest=guest, source=source_host, target=target, mode=mode, rc=rc,
-            result=mig.log.result, aborted=mig.aborted, source_running=src_ok,
-            target_running=result["target_running"], stats={k: v for k, v in stats.items() if k != "events"})])
+            result=mig.log.result, aborted=mig.aborted, source_running=result["source_running"],
+            target_running=result["target_running"], in_flight=in_flight,
+            xl_pid=mig.proc.pid if in_flight else None,
+            stats={k: v for k, v in stats.items() if k != "events"})])
+    if in_flight:
+        # pft stopped waiting; xl goes on (never killed past the point of no return). Not a verdict:
+        # the caller keeps the journal entry pending and a later run reconciles it.
+        past = "no_return" in mig.log.markers
+        result.update(changed=True, migrated=False, in_flight=True, xl_pid=mig.proc.pid,
+                      xl_output_file=mig.output_file, failure="handover-timeout" if past else "abort-timeout")
+        where = "seen now: here (%s) %s; %s: %s" % (
+            source_host, "unknown (%s)" % src_error if src_error else _rows_str(src), target,
+            _rows_str(tgt) if tgt_known else "unknown (%s)" % (probe_error or "not asked"))
+        return True, ("%s: migration of %s from %s to %s: %s. pft stopped waiting and left xl migrate (pid %d) "
+                      "running, without killing it (%s), so %s may still be moving; %s. Its migration lock %s "
+                      "stays held until xl ends; pft's next run reconciles this migration (its journal entry "
+                      "stays pending)%s." % (
+                          result["failure"], guest, source_host, target, mig.left_running, mig.proc.pid,
+                          "after the point of no return killing xl could leave the guest on neither host" if past
+                          else "killing xl could leave the guest suspended", guest, where, lock_path,
+                          "; xl's further output goes to %s" % mig.output_file if mig.output_file else "")), result
     if rc == 0 and tgt_ok and not src:
         result.update(changed=True, migrated=True)
         return False, "%s migrated from %s to %s in %.1f s (%d live rounds, final round %s pages)" % (

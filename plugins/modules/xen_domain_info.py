@@ -15,6 +15,13 @@ description:
     at each migration or restore (Xen gives the arriving domain a new start time).
   - RV(host.shadow_paging) tells whether the hypervisor was built with shadow paging, which PV guests need
     to live-migrate (Debian bookworm-security's 4.17.7 lacks it).
+  - "RV(migrating): the guests whose migration still runs on this host (as its source). A guest counts when its
+    migration lock C(/run/pft/migrate/GUEST.lock) is held (M(xen_migrate) hands it to C(xl migrate), which holds
+    it as long as it and its children run); each lock file is tested with a non-blocking shared flock that is
+    released at once, and no lock file or directory is ever created. As a fallback (a migration started by
+    hand, without the lock), a guest also counts when an C(xl migrate GUEST HOST) process runs here
+    (C(/proc/*/cmdline)). A guest seen on two hosts, or under a C(--incoming)/C(--migratedaway) name, whose
+    name is in RV(migrating) on its source is still in flight, not a leftover."
   - Read-only.
 version_added: "0.1.0"
 author:
@@ -35,7 +42,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Read-only; check mode runs exactly as a normal run.
+    details: Read-only (lock files are only tested, never created); check mode runs exactly as a normal run.
   diff_mode:
     support: none
 requirements:
@@ -116,6 +123,39 @@ domains:
        vcpus: 1, cpu_s: 85.3, uptime_s: 640, type: pv}
     - {name: guest1, domid: 3, state: blocked, state_flags: "-b----", memory_mb: 128, maxmem_mb: 128,
        vcpus: 1, cpu_s: 7.1, uptime_s: 95, type: pv, kernel: /var/lib/pft/guest-boot/vmlinuz}
+migrating:
+  description: Guests whose migration from this host still runs (migration lock held, or an C(xl migrate GUEST HOST)
+    process), sorted. With O(name), only those names.
+  returned: always
+  type: list
+  elements: str
+  sample: [guest1]
+migrations:
+  description: The same migrations with their evidence, one per guest of RV(migrating).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    guest:
+      description: Guest name.
+      type: str
+    lock_held:
+      description: Whether its migration lock is held.
+      type: bool
+    lock_holder_pid:
+      description: Pid of a process that holds the lock (normally C(xl migrate)), or null when not found or not
+        held.
+      type: int
+    pids:
+      description: Pids of the C(xl migrate) processes of this guest found in the process list.
+      type: list
+      elements: int
+    targets:
+      description: Target hosts named by those processes.
+      type: list
+      elements: str
+  sample:
+    - {guest: guest1, lock_held: true, lock_holder_pid: 4242, pids: [4242], targets: [compute3]}
 guests:
   description: Names of the domains other than Domain-0.
   returned: always

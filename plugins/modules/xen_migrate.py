@@ -32,7 +32,21 @@ description:
     target has the whole guest). Pausing before C(xl migrate) starts makes libxc 4.17 fail the save
     (C(Bad mfn for L1), seen on the testbed)."
   - O(deadline) and O(stall_timeout) abort the migration cleanly while that is still possible (before
-    C(Giving target permission to start)); after that point the module waits for C(xl).
+    C(Giving target permission to start)); after that point the module waits for C(xl), but not for ever.
+  - "Past the point of no return (C(Giving target permission to start)) the module waits for the hand-over
+    until the later of (point of no return + O(handover_timeout)) and (start of C(xl) + O(deadline)). It then
+    stops waiting B(without killing xl) (killing it then could leave the guest on neither host) and fails with
+    RV(failure=handover-timeout) and RV(in_flight=true): the guest may still be moving, C(xl migrate) (RV(xl_pid))
+    is left running and still holds the migration lock, and pft's next run reconciles the migration (keep its
+    journal entry pending). Likewise a clean abort that does not end C(xl) within max(O(handover_timeout), 60 s)
+    gives RV(failure=abort-timeout) and RV(in_flight=true). The longest run is therefore about O(deadline) + 20 s
+    + O(handover_timeout), plus the checks before and the look after (each bounded by its command deadline)."
+  - "Migration lock: before C(xl migrate) starts, the module takes an exclusive flock on
+    C(/run/pft/migrate/GUEST.lock) on this host (the directory is made 0700 if missing) and hands the locked
+    descriptor to C(xl migrate), so the lock is held exactly as long as C(xl) and its children (the ssh
+    transport) run, even when the module, Ansible or the controller dies. If the lock is already held another
+    migration of the guest still runs: the module refuses with RV(failure=migration-running) and touches
+    nothing. M(xen_domain_info) lists the guests whose lock is held (C(migrating))."
   - "After: success means xl succeeded, the guest runs on the target exactly once and is gone from here.
     While either host still shows the hand-over (a C(--incoming) or C(--migratedaway) name, or a dying
     domain: the source copy is freed after C(xl) returns), the check looks again for up to 30 s.
@@ -83,6 +97,17 @@ options:
       migration is aborted cleanly (a dead or unreachable target).
     type: float
     default: 90.0
+  handover_timeout:
+    description:
+      - Seconds the module waits at least for the hand-over after the point of no return. It stops waiting at
+        the later of (point of no return + O(handover_timeout)) and (start + O(deadline)), leaves C(xl) running
+        and fails with RV(failure=handover-timeout) and RV(in_flight=true).
+      - The later of the two because O(deadline) is the budget the caller already planned for (stopping before it
+        only trades a confirmed outcome for an unconfirmed one), while a point of no return reached near the
+        deadline must still get time for the hand-over, since nothing can be aborted past it. A normal hand-over
+        takes seconds (about 10 s under TCG, mostly the target's hotplug scripts).
+    type: float
+    default: 120.0
   margin_mb:
     description: Free memory, MiB, the target must have beyond the guest's memory.
     type: int
@@ -164,11 +189,49 @@ target_running:
   type: bool
   sample: true
 failure:
-  description: The cause when the migration failed or was refused (a pre-check, an abort by the guard, the
-    deadline or a stall, or xl's own failure line with its errors); null on success.
+  description:
+    - The cause when the migration failed or was refused (a pre-check, an abort by the guard, the
+      deadline or a stall, or xl's own failure line with its errors); null on success.
+    - "Fixed words for the cases a caller acts on: C(handover-timeout) and C(abort-timeout) (with RV(in_flight)
+      true) say that the module stopped waiting while C(xl migrate) still ran, C(migration-running) that
+      another migration of the guest holds its lock; also C(guest-not-here), C(guest-on-target), and
+      C(target-check: ...) for the pre-checks."
   returned: always
   type: str
   sample: "no progress for 90 s (target unreachable?)"
+in_flight:
+  description:
+    - True when the module stopped waiting while C(xl migrate) still runs (RV(failure) C(handover-timeout),
+      past the point of no return, or C(abort-timeout), an abort that did not end C(xl)). The guest may still be
+      moving; C(xl) was not killed and still holds the migration lock. The task fails; do not count the
+      migration as failed or done, keep its journal entry and reservation, and let the next run reconcile
+      it (M(xen_domain_info) lists the guest under C(migrating) until C(xl) ends).
+    - False otherwise, also for C(migration-running) (this call started nothing).
+  returned: always
+  type: bool
+  sample: false
+xl_pid:
+  description: Pid, on this host, of the C(xl migrate) that was left running.
+  returned: when RV(in_flight) is true
+  type: int
+  sample: 4242
+xl_output_file:
+  description: File on this host that receives what the C(xl migrate) left running prints from then on (source
+    and target lines); null if it could not be made.
+  returned: when RV(in_flight) is true
+  type: str
+  sample: /run/pft/migrate/guest1.out
+lock:
+  description: The guest's migration lock on this host, C(/run/pft/migrate/GUEST.lock).
+  returned: except when the module fails with an error before it decides (invalid arguments, a look that failed)
+  type: str
+  sample: /run/pft/migrate/guest1.lock
+lock_holder_pid:
+  description: Pid of the process that holds the migration lock (normally the running C(xl migrate)), or null
+    when it cannot be found.
+  returned: when RV(failure) is C(migration-running)
+  type: int
+  sample: 4242
 checks:
   description: Pre-checks of the target.
   returned: always
@@ -271,6 +334,7 @@ def main():
             max_downtime=dict(type="float"),
             deadline=dict(type="float", default=900.0),
             stall_timeout=dict(type="float", default=90.0),
+            handover_timeout=dict(type="float", default=120.0),
             margin_mb=dict(type="int", default=16),
             shim=dict(type="path", default=SHIM_DEFAULT),
             log=dict(type="path"),
@@ -278,7 +342,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    for key in ("deadline", "stall_timeout"):
+    for key in ("deadline", "stall_timeout", "handover_timeout"):
         if p[key] <= 0:
             module.fail_json(msg="%s must be > 0, got %s" % (key, p[key]))
     if not 0 < p["convergence_shrink"] <= 2:
@@ -289,10 +353,11 @@ def main():
         failed, msg, result = migrate(p["guest"], p["target"], mode=p["mode"],
                                       on_no_convergence=p["on_no_convergence"], deadline=p["deadline"],
                                       stall_timeout=p["stall_timeout"], shim=p["shim"], log_path=p["log"],
-                                      check_mode=module.check_mode, margin_mb=p["margin_mb"], guard=guard)
+                                      check_mode=module.check_mode, margin_mb=p["margin_mb"], guard=guard,
+                                      handover_timeout=p["handover_timeout"])
     except XenError as exc:
         module.fail_json(msg="xen_migrate %s -> %s: %s" % (p["guest"], p["target"], exc), migrated=False,
-                         failure=str(exc))
+                         failure=str(exc), in_flight=False)
     if result.get("log_error"):
         module.warn(result["log_error"])
     if failed:

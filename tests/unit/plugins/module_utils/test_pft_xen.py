@@ -24,6 +24,14 @@ from pft_paths import REPO
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "xen")
 
 
+@pytest.fixture(autouse=True)
+def _migration_lock_dir(tmp_path, monkeypatch):
+    """migrate() takes the guest's migration lock and domain_info() lists the held ones: here under
+    tmp_path, never in this machine's /run/pft/migrate."""
+    import ansible.module_utils.pft_xen as pft_xen
+    monkeypatch.setattr(pft_xen, "LOCK_DIR", str(tmp_path / "run-pft-migrate"))
+
+
 def fixture(name):
     """A recorded output without its '#' header lines."""
     with open(os.path.join(FIXTURES, name)) as f:
@@ -169,6 +177,7 @@ def test_domain_info_joins_the_outputs():
     assert res["host"]["toolstack_version"] == "4.17.5+72-g01140da4e8-1"
     res = domain_info(["pfte2e", "ghost"], runner=recorded_xl())
     assert [d["name"] for d in res["domains"]] == ["pfte2e"] and res["missing"] == ["ghost"]
+    assert res["migrating"] == [] and res["migrations"] == []
 
 
 def test_find_domain_knows_the_transient_names():
