@@ -55,3 +55,15 @@ def test_missing_bmc_address_is_named(tmp_path):
     out = run_site(tmp_path, str(inv), extra=["-e", "bmc_username=u bmc_password=p"])
     assert out.returncode != 0
     assert "c2: bmc_address is missing or empty" in out.stdout
+
+
+def test_two_nodes_on_one_bmc_are_named(tmp_path):
+    # issue 27: pft would read c1's BMC for c2, evacuate the wrong node and leave c2 unwatched
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  children:\n    head:\n      hosts:\n        h1: {bmc_address: 10.0.0.1}\n"
+                   "    compute:\n      hosts:\n        c1: {bmc_address: 10.0.0.2}\n"
+                   "        c2: {bmc_address: 10.0.0.2, bmc_port: 623}\n"
+                   "    spares:\n      hosts:\n        c2:\n")
+    out = run_site(tmp_path, str(inv), extra=["-e", "bmc_username=u bmc_password=p"])
+    assert out.returncode != 0
+    assert "two hosts have the same BMC: c1 and c2 (10.0.0.2:623)" in " ".join(out.stdout.split())
