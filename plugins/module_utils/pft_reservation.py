@@ -63,22 +63,23 @@ def check_owner(owner):
 
 
 class Reservation:
-    __slots__ = ("host", "owner", "created", "expires", "id", "pid")
+    __slots__ = ("host", "owner", "created", "expires", "id", "pid", "purpose")
 
-    def __init__(self, host, owner, created, expires, rid=None, pid=None):
+    def __init__(self, host, owner, created, expires, rid=None, pid=None, purpose=None):
         self.host = host
         self.owner = owner
         self.created = float(created)
         self.expires = float(expires)
         self.id = rid or uuid.uuid4().hex
         self.pid = pid
+        self.purpose = purpose
 
     def expired(self, now):
         return self.expires <= now
 
     def as_dict(self, now=None):
         data = {"host": self.host, "owner": self.owner, "created": self.created, "expires": self.expires,
-                "id": self.id, "pid": self.pid}
+                "id": self.id, "pid": self.pid, "purpose": self.purpose}
         if now is not None:
             data["expired"] = self.expired(now)
             data["remaining"] = max(0.0, round(self.expires - now, 3))
@@ -86,7 +87,8 @@ class Reservation:
 
     @classmethod
     def from_dict(cls, data):
-        return cls(data["host"], data["owner"], data["created"], data["expires"], data.get("id"), data.get("pid"))
+        return cls(data["host"], data["owner"], data["created"], data["expires"], data.get("id"), data.get("pid"),
+                   data.get("purpose"))
 
 
 class ReservationStore:
@@ -105,7 +107,8 @@ class ReservationStore:
         try:
             os.makedirs(self.directory, mode=0o750, exist_ok=True)
         except OSError as exc:
-            raise ReservationError("cannot create reservation directory %s: %s" % (self.directory, exc.strerror))
+            raise ReservationError("reservation directory %s: cannot create it: %s [%s]"
+                                   % (self.directory, exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)))
         if not os.path.isdir(self.directory):
             raise ReservationError("reservation directory %s is not a directory" % self.directory)
 
@@ -116,7 +119,9 @@ class ReservationStore:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:
-            raise ReservationError("cannot open lock file %s: %s" % (path, exc.strerror))
+            raise ReservationError("reservation directory %s: cannot open the lock file %s: %s [%s]"
+                                   % (self.directory, LOCK_NAME, exc.strerror or exc,
+                                      errno.errorcode.get(exc.errno, exc.errno)))
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
@@ -126,7 +131,9 @@ class ReservationStore:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
-                    raise ReservationError("cannot lock %s: %s" % (path, exc.strerror))
+                    raise ReservationError("reservation directory %s: cannot lock %s: %s [%s]"
+                                           % (self.directory, LOCK_NAME, exc.strerror or exc,
+                                              errno.errorcode.get(exc.errno, exc.errno)))
             if time.monotonic() >= deadline:
                 os.close(fd)
                 raise ReservationError("reservation lock %s still held by another process after %.1f s"
@@ -147,28 +154,39 @@ class ReservationStore:
             return Reservation.from_dict(data)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ReservationError("reservation file %s is unreadable or corrupt: %s" % (path, exc))
+        except OSError as exc:
+            raise ReservationError("reservation file %s: cannot read it: %s [%s]"
+                                   % (path, exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReservationError("reservation file %s is corrupt (%s%s); move it aside once no evacuation uses "
+                                   "its host" % (path, "missing field " if isinstance(exc, KeyError) else "",
+                                                 (str(exc).splitlines() or [type(exc).__name__])[0]))
 
     def _write_new(self, reservation):
-        """Create <host>.json atomically; False if it already exists."""
+        """Create <host>.json atomically and durably (the directory is fsynced); False if it already exists."""
         final = self._path(reservation.host)
         tmp = os.path.join(self.directory, ".%s.%s.tmp" % (reservation.host, reservation.id))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(reservation.as_dict(), handle, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
             try:
-                os.link(tmp, final)
-            except FileExistsError:
-                return False
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(reservation.as_dict(), handle, sort_keys=True)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                try:
+                    os.link(tmp, final)
+                except FileExistsError:
+                    return False
+            finally:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+            _sync_dir(self.directory)
+        except OSError as exc:
+            raise ReservationError("reservation directory %s: cannot write %s: %s [%s]"
+                                   % (self.directory, os.path.basename(final), exc.strerror or exc,
+                                      errno.errorcode.get(exc.errno, exc.errno)))
         return True
 
     # -- API ----------------------------------------------------------------
@@ -190,10 +208,13 @@ class ReservationStore:
         now = self.clock() if now is None else now
         return {r.host: r for r in self.list() if not r.expired(now)}
 
-    def reserve(self, hosts, owner, ttl=DEFAULT_TTL, dry_run=False):
-        """Reserve the first free host of ``hosts`` (best first) for ``owner``.
+    def reserve(self, hosts, owner, ttl=DEFAULT_TTL, dry_run=False, purpose=None):
+        """Reserve the first free host of ``hosts`` (best first) for ``owner``, for ``purpose`` (why it
+        is held: ``watch-prestage``, ``watch-evacuate``, ``operator-evacuate``, ``manual``; free text).
 
-        Returns ``{"host", "reservation", "changed", "skipped", "reclaimed", "reason"}``;
+        The owner's own live reservation of one of ``hosts`` is returned; when ``purpose`` differs (a
+        pre-stage becoming the evacuation) it is re-written with the new purpose, and its expiry is
+        extended to ``ttl`` from now if that is later. Returns ``{"host", "reservation", "changed", "skipped", "reclaimed", "reason"}``;
         ``host`` is None when every host holds a live reservation of another owner.
         """
         check_owner(owner)
@@ -208,8 +229,15 @@ class ReservationStore:
             for host in hosts:
                 mine = current.get(host)
                 if mine is not None and mine.owner == owner and not mine.expired(now):
-                    return {"host": host, "reservation": mine.as_dict(now), "changed": False, "skipped": {},
-                            "reclaimed": [], "reason": "%s already reserved by %s" % (host, owner)}
+                    changed = purpose is not None and purpose != mine.purpose
+                    if changed:
+                        mine = Reservation(host, owner, mine.created, max(mine.expires, now + ttl), mine.id,
+                                           os.getpid(), purpose)
+                        if not dry_run:
+                            self._replace(mine)
+                    return {"host": host, "reservation": mine.as_dict(now), "changed": changed, "skipped": {},
+                            "reclaimed": [], "reason": "%s already reserved by %s%s" % (
+                                host, owner, " (now for %s)" % purpose if changed else "")}
             skipped = {}
             reclaimed = []
             for host in hosts:
@@ -221,7 +249,7 @@ class ReservationStore:
                     reclaimed.append(held.as_dict(now))
                     if not dry_run:
                         self._remove_if_same(held)
-                new = Reservation(host, owner, now, now + ttl, pid=os.getpid())
+                new = Reservation(host, owner, now, now + ttl, pid=os.getpid(), purpose=purpose)
                 if not dry_run and not self._write_new(new):
                     # Only reachable if something bypasses the lock; never double-book.
                     skipped[host] = "(concurrent writer)"
@@ -238,6 +266,25 @@ class ReservationStore:
                     "reclaimed": reclaimed, "reason": reason}
         finally:
             self._unlock(fd)
+
+    def _replace(self, reservation):
+        """Re-write the caller's own reservation (same id) in place, atomically; under the lock."""
+        final = self._path(reservation.host)
+        tmp = os.path.join(self.directory, ".%s.%s.new" % (reservation.host, uuid.uuid4().hex[:8]))
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(reservation.as_dict(), handle, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+            _sync_dir(self.directory)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise ReservationError("reservation directory %s: cannot re-write %s: %s [%s]" % (
+                self.directory, os.path.basename(final), exc.strerror or exc, errno.errorcode.get(exc.errno, "?")))
 
     def _remove_if_same(self, reservation):
         path = self._path(reservation.host)
@@ -297,6 +344,18 @@ class ReservationStore:
             return removed
         finally:
             self._unlock(fd)
+
+
+def _sync_dir(directory):
+    """fsync a directory, so that a file just linked or renamed into it survives a crash."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:      # EINVAL: a file system that cannot sync a directory
+            raise
+    finally:
+        os.close(dfd)
 
 
 def _iso(timestamp):

@@ -24,7 +24,7 @@ from ansible.module_utils.pft_ganglia import (
     rank_targets, read_ganglia)
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore
 from ansible.module_utils.pft_watch import (
-    DEFAULT_LOCK_TIMEOUT, WatchError, audit, owner_for, quarantine)
+    BY, DEFAULT_LOCK_TIMEOUT, WatchError, audit, owner_for, purpose_for, quarantine)
 
 ACTIONS = ("evacuate", "prestage")
 TRANSIENT_RE = re.compile(r".*--(incoming|migratedaway)$")
@@ -46,14 +46,16 @@ def _work_items(work):
 def select_work(work, candidates, state_dir, endpoints=None, read=None, placements=None, guest_memory=None,
                 placement_unknown=None, health=None, criteria=None, names_metric=DEFAULT_GUEST_NAMES_METRIC,
                 memory_metric=DEFAULT_GUEST_MEMORY_METRIC, reservation_ttl=1800, prestage_ttl=3600,
-                journal=True, dry_run=False, clock=time.time, lock_timeout=DEFAULT_LOCK_TIMEOUT, **read_args):
+                journal=True, dry_run=False, clock=time.time, lock_timeout=DEFAULT_LOCK_TIMEOUT, by="watch",
+                **read_args):
     """Pair each (node, action) of ``work`` with its guests and a reserved target.
 
     ``placements`` (node -> guest names, None when unknown) and ``guest_memory`` (node -> {guest: MiB})
     come from a live listing when given (evacuate.yml); otherwise from the dom0s' own Ganglia metrics
     in the same snapshot as the ranking (watch.yml). ``read_args`` (timeout, max_bytes, default_port) go
     to ``read``, which is :func:`read_ganglia` unless given (tests); ``criteria`` carries the liveness
-    factors for the placement too.
+    factors for the placement too. ``by`` (``watch`` or ``operator``) is who moves the guests: it
+    names the reservation owner (``pft-<by>:<node>/<guest>``) and its purpose (``<by>-<action>``).
 
     Returns a dict:
       ``selected``   the guests to act on, in the order of ``work`` (worst node first), each with node,
@@ -66,6 +68,8 @@ def select_work(work, candidates, state_dir, endpoints=None, read=None, placemen
       ``placements``, ``quarantined``, ``endpoint``, ``endpoint_errors``, ``changed``.
     """
     items_in = _work_items(work)
+    if by not in BY:
+        raise WatchError("by must be one of %s, got %r" % (", ".join(BY), by))
     criteria = criteria or Criteria()
     reservation_dir = os.path.join(state_dir, "reservations")
     result = dict(changed=False, selected=[], sources=[], no_target=[], unlisted={}, placements={},
@@ -115,7 +119,7 @@ def select_work(work, candidates, state_dir, endpoints=None, read=None, placemen
         for guest in known.get(w["node"]) or []:
             if TRANSIENT_RE.match(guest):
                 continue
-            item = dict(w, guest=guest, owner=owner_for(w["node"], guest), target=None, ranking=[],
+            item = dict(w, guest=guest, owner=owner_for(w["node"], guest, by), target=None, ranking=[],
                         ganglia_endpoint=result["endpoint"], record_id=None)
             msg = None
             mem = (memory.get(w["node"]) or {}).get(guest)
@@ -142,7 +146,8 @@ def select_work(work, candidates, state_dir, endpoints=None, read=None, placemen
                 else:
                     ttl = prestage_ttl if w["action"] == "prestage" else reservation_ttl
                     try:
-                        got = store.reserve(hosts, item["owner"], ttl=ttl, dry_run=dry_run)
+                        got = store.reserve(hosts, item["owner"], ttl=ttl, dry_run=dry_run,
+                                            purpose=purpose_for(w["action"], by))
                     except ReservationError as exc:
                         raise WatchError("reservation_dir: %s" % exc)
                     if got["host"] is None:

@@ -63,7 +63,11 @@ def iso(ts):
 
 
 class StateDir:
-    """The files of the watch's state directory, changed under one lock."""
+    """The files of the watch's state directory, changed under one lock.
+
+    Every OSError met here (a full disk, a read-only or unwritable directory, a quota) becomes a
+    WatchError that names the directory, the file and the cause, for example ``state directory
+    /var/lib/pft: cannot write watch-state.json: No space left on device [ENOSPC]``."""
 
     def __init__(self, directory=DEFAULT_DIR, lock_timeout=DEFAULT_LOCK_TIMEOUT, clock=time.time):
         if not directory or not os.path.isabs(directory):
@@ -72,6 +76,20 @@ class StateDir:
         self.lock_timeout = lock_timeout
         self.clock = clock
         self._fd = None
+
+    # -- errors -----------------------------------------------------------
+    @staticmethod
+    def cause(exc):
+        """An OSError in one line, with its errno name: ``No space left on device [ENOSPC]``."""
+        text = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+        name = errno.errorcode.get(exc.errno) if isinstance(exc.errno, int) else None
+        return "%s [%s]" % (text, name) if name else text
+
+    def error(self, action, path, exc):
+        """The WatchError of the OSError ``exc``, met while trying to ``action`` the file ``path``."""
+        rel = os.path.relpath(path, self.directory)
+        where = path if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+        return WatchError("state directory %s: cannot %s %s: %s" % (self.directory, action, where, self.cause(exc)))
 
     # -- files ------------------------------------------------------------
     def path(self, *parts):
@@ -82,11 +100,15 @@ class StateDir:
             try:
                 os.makedirs(d, mode=0o750, exist_ok=True)
             except OSError as exc:
-                raise WatchError("cannot create state directory %s: %s" % (d, exc.strerror))
+                raise WatchError("state directory %s: cannot create %s: %s" % (self.directory, d, self.cause(exc)))
 
     def __enter__(self):
         self.ensure()
-        fd = os.open(self.path(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        lock = self.path(".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self.error("open the lock file", lock, exc)
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
@@ -95,11 +117,11 @@ class StateDir:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
-                    raise
+                    raise self.error("lock", lock, exc)
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise WatchError("could not lock %s within %ss (another pft run holds it)"
-                                     % (self.path(".lock"), self.lock_timeout))
+                                     % (lock, self.lock_timeout))
                 time.sleep(0.05)
         self._fd = fd
         return self
@@ -116,34 +138,101 @@ class StateDir:
                 return json.load(fh)
         except FileNotFoundError:
             return default
+        except OSError as exc:
+            raise self.error("read", path, exc)
         except ValueError as exc:
             raise WatchError("state file %s is not valid JSON (%s); move it aside to start afresh" % (path, exc))
 
     def write_json(self, name, data):
+        """Replace ``name`` atomically and durably: a temporary file, fsync, rename, fsync of its directory.
+        On any error the old file stays as it was and the temporary file is removed."""
         path = self.path(name)
+        text = json.dumps(data, indent=1, sort_keys=True) + "\n"
         tmp = "%s.%s.tmp" % (path, uuid.uuid4().hex[:8])
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
             with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-                fh.write("\n")
+                fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.rename(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
+        except BaseException as exc:
+            try:
                 os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise self.error("write", path, exc)
             raise
+        self.sync_dir(os.path.dirname(path))
+
+    def sync_dir(self, directory):
+        """fsync ``directory``, so that a rename, a new file or an unlink in it survives a crash."""
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:      # EINVAL: a file system that cannot sync a directory
+                raise self.error("fsync the directory", directory, exc)
+
+    def remove(self, name):
+        """Delete ``name`` (a journal entry) durably; a missing file is not an error."""
+        path = self.path(name)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self.error("remove", path, exc)
+        self.sync_dir(os.path.dirname(path))
 
     def append_audit(self, record, audit_file=None):
+        """Append ``record`` to the audit log as one whole line, fsynced, or write nothing at all.
+
+        Call it under the lock: every writer of the log holds it, so the size read before the write is
+        where this line begins. The line goes out in one ``write``; a short write is continued, and when
+        the rest cannot be written (a full disk, a quota) or fsync fails, the file is cut back to that
+        size and a WatchError names the file and the cause. A log whose last line is torn (no newline:
+        a crash of an older pft) gets a newline first, so the new record never merges with it;
+        :func:`read_audit` skips the torn line with a warning."""
         path = audit_file or self.path("audit.jsonl")
-        line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
         try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise self.error("open", path, exc)
+        try:
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+            except OSError as exc:
+                raise self.error("read the end of", path, exc)
+            done = 0
+            try:
+                while done < len(line):
+                    n = os.write(fd, line[done:])
+                    if n <= 0:
+                        raise OSError("short write: %d of %d bytes" % (done, len(line)))
+                    done += n
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                    undone = "nothing of the record was kept (%d of %d bytes written, cut off again)" % (
+                        done, len(line))
+                except OSError as again:
+                    undone = ("and the torn line could not be cut off (%s): readers skip it"
+                              % self.cause(again))
+                raise WatchError("%s; %s" % (self.error("append a record to", path, exc), undone))
         finally:
             os.close(fd)
+        if size == 0:
+            self.sync_dir(os.path.dirname(path))    # a new log: its name must survive a crash too
         return path
 
 
@@ -158,8 +247,26 @@ def _bad_sensors(node):
     return out
 
 
+def _lost_sensors(ns, node, now, forget_after):
+    """Sensors this node reported in earlier runs and does not report now (after a run with data).
+
+    ``ns["sensors"]`` maps each sensor the node has reported to when it was last seen. A node that
+    gave no data this run (BMC unreachable) says nothing about its sensors and changes nothing. A
+    sensor missing for longer than ``forget_after`` seconds is forgotten (removed on purpose)."""
+    seen = ns.setdefault("sensors", {})
+    now_names = sorted((node.get("sensors") or {}).keys())
+    if not now_names:
+        return []
+    for name in now_names:
+        seen[name] = round(now, 3)
+    for name in [n for n, t in seen.items() if now - t > forget_after]:
+        del seen[name]
+    return sorted(n for n in seen if n not in now_names)
+
+
 def decide(health, quarantined=(), prestaged=None, state=None, now=None, history_len=20,
-           realert_after=3600.0, prestage_on="warning", evacuate_on="critical", release_after_ok=True):
+           realert_after=3600.0, prestage_on="warning", evacuate_on="critical", release_after_ok=True,
+           sensor_forget_after=86400.0, policy_id=None):
     """Turn one health result into a plan; returns ``(plan, new_state)``.
 
     ``health`` is ipmi_health_info's result (``nodes``). ``quarantined`` are nodes
@@ -171,7 +278,15 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
     * at ``prestage_on`` (and below ``evacuate_on``) -> pre-stage a target, unless one is;
     * ``unknown`` -> alert only, never evacuate;
     * back to ``ok`` with a pre-staged target -> release it;
-    * alerts are sent when a node's verdict changes, and again after ``realert_after`` s.
+    * a node that no longer reports a sensor it reported in an earlier run reads ``unknown`` (never
+      ``ok`` on a smaller set of evidence), until the sensor is back or ``sensor_forget_after`` s pass;
+      ``policy_id`` names the health rules in force: when it changes, what each node reported before
+      is forgotten (new rules watch other sensors);
+    * a quarantined node that is still bad is evacuated again: the guests whose move failed are
+      still on it (``pft_watch_select`` finds none on a node that has none);
+    * alerts are planned when a node's verdict changes, and again after ``realert_after`` s. They
+      are recorded as sent by ``remember_alert`` once they were sent, never here: a run that dies
+      before sending them plans them again.
     """
     if now is None:
         now = time.time()
@@ -188,6 +303,10 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
     prestaged = dict(prestaged or {})
     state = json.loads(json.dumps(state or {}))
     state.setdefault("nodes", {})
+    if policy_id is not None and state.get("policy_id") != policy_id:
+        for ns in state["nodes"].values():
+            ns.pop("sensors", None)
+        state["policy_id"] = policy_id
     plan = {"evacuate": [], "prestage": [], "release": [], "alerts": [], "nodes": {}}
 
     for name in sorted(nodes):
@@ -196,16 +315,27 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
         if verdict not in LEVELS:
             raise WatchError("node %s: unknown verdict %r" % (name, verdict))
         ns = state["nodes"].setdefault(name, {})
+        lost = _lost_sensors(ns, node, now, sensor_forget_after)
+        if lost and verdict == "ok":
+            verdict = "unknown"
+            node = dict(node, verdict=verdict,
+                        reason="sensor%s %s reported in an earlier run %s missing now (BMC SDR changed, or a "
+                               "sensor failed)" % ("s" if len(lost) > 1 else "", ", ".join(lost),
+                                                  "are" if len(lost) > 1 else "is"))
         hist = ns.setdefault("history", [])
         hist.append({"t": round(now, 3), "at": iso(now), "verdict": verdict, "reason": node.get("reason")})
         del hist[:-history_len]
         item = {"node": name, "verdict": verdict, "reason": node.get("reason"), "fired": node.get("fired"),
                 "sensors": _bad_sensors(node), "history": list(hist), "error": node.get("error")}
-        if name in quarantined:
+        bad = LEVELS[verdict] >= LEVELS[evacuate_on] and verdict != "unknown"
+        if name in quarantined and not bad:
             action = "none"
             why = "quarantined (already evacuated; return it to service with playbooks/return.yml)"
-        elif LEVELS[verdict] >= LEVELS[evacuate_on] and verdict != "unknown":
+        elif bad:
             action, why = "evacuate", "verdict %s" % verdict
+            if name in quarantined:
+                why += " (quarantined: any guest still on it is moved)"
+                item["quarantined"] = True
             if name in prestaged:
                 item["prestaged_target"] = prestaged[name]
             plan["evacuate"].append(item)
@@ -239,7 +369,6 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
                                        "details": {"why": why, "reason": node.get("reason"),
                                                    "fired": node.get("fired"), "error": node.get("error"),
                                                    "sensors": item["sensors"]}})
-                ns["alerted"] = {"verdict": verdict, "t": round(now, 3)}
     # worst first, then by name: critical nodes get the first migration slots
     plan["evacuate"].sort(key=lambda i: (-LEVELS[i["verdict"]], i["node"]))
     plan["summary"] = {k: [i["node"] for i in plan[k]] for k in ("evacuate", "prestage")}
@@ -249,21 +378,43 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
 
 
 OWNER_PREFIX = "pft-"
+# Who moves a guest: the watch (pre-stage or evacuation) or an operator (evacuate.yml). Each has its
+# own reservation owner for the same guest, so one never takes over or frees the other's spare.
+BY = ("watch", "operator")
+# Why a reservation is held (spare_reservation's purpose): the watch releases only its own pre-stages.
+PURPOSES = ("watch-prestage", "watch-evacuate", "operator-evacuate", "manual")
+PRESTAGE = "watch-prestage"
 
 
-def owner_for(node, guest):
-    """The spare reservation owner of one guest's evacuation or pre-stage."""
-    return "%s%s/%s" % (OWNER_PREFIX, node, guest)
+def owner_for(node, guest, by="watch"):
+    """The spare reservation owner of one guest's move: ``pft-<by>:<node>/<guest>``."""
+    if by not in BY:
+        raise WatchError("by must be one of %s, got %r" % (", ".join(BY), by))
+    return "%s%s:%s/%s" % (OWNER_PREFIX, by, node, guest)
+
+
+def purpose_for(action, by="watch"):
+    """The reservation purpose of a (by, action): watch-prestage, watch-evacuate, operator-evacuate."""
+    return "%s-%s" % (by, action)
+
+
+def owner_node(owner):
+    """The node of a ``pft-<by>:<node>/<guest>`` owner, or None for any other owner."""
+    if not owner.startswith(OWNER_PREFIX) or "/" not in owner or ":" not in owner.split("/", 1)[0]:
+        return None
+    return owner[len(OWNER_PREFIX):].split("/", 1)[0].split(":", 1)[1]
 
 
 def prestaged_targets(reservation_dir, clock=time.time, owners=False):
-    """node -> target of the live reservations held by pft's pre-stages and evacuations
-    (with ``owners``: node -> list of reservation owners)."""
+    """node -> target of the live reservations held by the watch's pre-stages (purpose
+    ``watch-prestage``; with ``owners``: node -> list of their owners). Evacuations in progress,
+    an operator's reservations and reservations of older pft versions (no purpose) are not
+    pre-stages: the watch never releases them."""
     from ansible.module_utils.pft_reservation import ReservationStore
     out, own = {}, {}
     for host, res in sorted(ReservationStore(reservation_dir, clock=clock).active().items()):
-        if res.owner.startswith(OWNER_PREFIX) and "/" in res.owner:
-            node = res.owner[len(OWNER_PREFIX):].split("/", 1)[0]
+        node = owner_node(res.owner)
+        if node and res.purpose == PRESTAGE:
             out.setdefault(node, host)
             own.setdefault(node, []).append(res.owner)
     return (out, own) if owners else out
@@ -295,6 +446,40 @@ def _with_owners(plan, prestaged, owners):
     for item in plan["release"]:
         item["owners"] = owners.get(item["node"], [])
     return plan
+
+
+def remember_alert(directory, node=None, verdict=None, key=None, value=None, clock=time.time,
+                   lock_timeout=DEFAULT_LOCK_TIMEOUT):
+    """Record in watch-state.json that an alert was sent: a node's verdict (``node``, ``verdict``:
+    what :func:`decide` compares the next verdict with) or any other alert (``key``, ``value``:
+    what :func:`alert_due` compares with). Call it only after the alert went out."""
+    if (node is None) == (key is None):
+        raise WatchError("remember_alert needs either node (with verdict) or key (with value)")
+    now = round(clock(), 3)
+    with StateDir(directory, lock_timeout=lock_timeout, clock=clock) as store:
+        state = store.read_json("watch-state.json", {})
+        if node is not None:
+            check_name("node", node)
+            if verdict not in LEVELS:
+                raise WatchError("verdict must be one of %s, got %r" % (", ".join(LEVELS), verdict))
+            state.setdefault("nodes", {}).setdefault(node, {})["alerted"] = {"verdict": verdict, "t": now}
+        else:
+            state.setdefault("alerts", {})[str(key)] = {"value": value, "t": now}
+        store.write_json("watch-state.json", state)
+
+
+def alert_due(directory, key, value, realert_after, clock=time.time):
+    """False when the alert ``key`` was sent with this ``value`` less than ``realert_after`` s ago
+    (so a cause that lasts, Ganglia down for example, is not alerted every minute)."""
+    try:
+        with open(os.path.join(directory, "watch-state.json")) as fh:
+            last = (json.load(fh).get("alerts") or {}).get(str(key))
+    except FileNotFoundError:
+        return True
+    except ValueError as exc:
+        raise WatchError("state file %s is not valid JSON (%s); move it aside to start afresh"
+                         % (os.path.join(directory, "watch-state.json"), exc))
+    return not last or last.get("value") != value or clock() - float(last.get("t") or 0) >= realert_after
 
 
 def verdict_history(directory, node):
@@ -415,21 +600,65 @@ def _record_id(record):
     return str(rid)
 
 
+def read_audit(path):
+    """The records of the audit log ``path``, and a warning for each line that is not a whole record.
+
+    Returns ``(records, warnings)``, in the order of the file; a missing file has neither. A line that
+    is not one whole JSON object (torn by a crash or a full disk mid-append, in older pft versions) is
+    skipped, never guessed at, and its warning names its line number."""
+    records, warnings = [], []
+    try:
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    rec = json.loads(raw.decode("utf-8"))
+                except ValueError:
+                    rec = None
+                if isinstance(rec, dict):
+                    records.append(rec)
+                else:
+                    warnings.append("%s line %d is not a whole JSON record (torn write?): skipped" % (path, number))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise WatchError("cannot read the audit log %s: %s" % (path, StateDir.cause(exc)))
+    return records, warnings
+
+
 def audit(directory, state, record=None, record_id=None, outcome=None, audit_file=None, dry_run=False,
-          clock=time.time, lock_timeout=DEFAULT_LOCK_TIMEOUT):
+          clock=time.time, lock_timeout=DEFAULT_LOCK_TIMEOUT, limit=None):
     """``started``: journal an evacuation (returns its id); ``completed``: merge ``record`` into the
-    journal entry, append it to the audit log and drop the entry; ``event``: append ``record`` at once;
-    ``pending``: list journal entries left by runs that did not finish."""
-    if state not in ("started", "completed", "event", "pending"):
-        raise WatchError("state must be started, completed, event or pending, got %r" % (state,))
+    journal entry, append it to the audit log and drop the entry (only once the record is whole on
+    disk: a failed append keeps the entry); ``event``: append ``record`` at once; ``pending``: list
+    journal entries left by runs that did not finish; ``query``: read the audit log (read-only, no
+    lock): ``records`` (with ``outcome`` only those, the last ``limit`` of them) and ``warnings``
+    about torn lines skipped."""
+    if state not in ("started", "completed", "event", "pending", "query"):
+        raise WatchError("state must be started, completed, event, pending or query, got %r" % (state,))
     record = dict(record or {})
     store = StateDir(directory, lock_timeout=lock_timeout, clock=clock)
     now = clock()
+    if state == "query":
+        if limit is not None and limit < 1:
+            raise WatchError("limit must be >= 1, got %r" % (limit,))
+        path = audit_file or store.path("audit.jsonl")
+        records, warnings = read_audit(path)
+        if outcome:
+            records = [r for r in records if r.get("outcome") == outcome]
+        if limit is not None:
+            records = records[-limit:]
+        return {"changed": False, "records": records, "warnings": warnings, "audit_file": path}
     if state == "pending":
         jdir = store.path("journal")
         entries = []
         if os.path.isdir(jdir):
-            for fn in sorted(os.listdir(jdir)):
+            try:
+                names = sorted(os.listdir(jdir))
+            except OSError as exc:
+                raise store.error("list", jdir, exc)
+            for fn in names:
                 if fn.endswith(".json"):
                     try:
                         with open(os.path.join(jdir, fn)) as fh:
@@ -478,13 +707,13 @@ def audit(directory, state, record=None, record_id=None, outcome=None, audit_fil
                      finished_at=iso(now))
         if entry.get("started") is not None:
             entry["duration_s"] = round(now - entry["started"], 3)
-        path = store.append_audit(entry, audit_file)
-        os.unlink(store.path(jname))
+        path = store.append_audit(entry, audit_file)     # raises, keeping the entry, unless whole and fsynced
+        store.remove(jname)
     return {"changed": True, "id": record_id, "record": entry, "audit_file": path}
 
 
 def reconcile(directory, placements, audit_file=None, dry_run=False, clock=time.time,
-              lock_timeout=DEFAULT_LOCK_TIMEOUT, stale_after=3600.0, alive=process_alive):
+              lock_timeout=DEFAULT_LOCK_TIMEOUT, stale_after=3600.0, alive=process_alive, migrating=None):
     """Finish the journal entries that a killed run left behind.
 
     ``placements`` maps every compute node to the guests its ``xl list`` shows (None when it
@@ -493,7 +722,11 @@ def reconcile(directory, placements, audit_file=None, dry_run=False, clock=time.
     owner is returned for release. An entry whose guest runs nowhere, twice, or cannot be found
     for sure stays pending and is returned with ``alert`` set: a human must look.
     An entry whose run is still alive (its ansible-playbook process; or, when that is unknown, one
-    younger than ``stale_after`` seconds) is in progress, not interrupted: it is left alone."""
+    younger than ``stale_after`` seconds) is in progress, not interrupted: it is left alone.
+    So is a guest whose migration is still running although the run that began it died
+    (``migrating``: node -> guests whose ``xl migrate`` still holds its lock there, from
+    ``xen_domain_info``; or the guest seen under a hand-over name, ``--incoming`` or
+    ``--migratedaway``): it is ``in_flight``, its reservation stays, and a later run looks again."""
     pending = audit(directory, "pending", clock=clock, lock_timeout=lock_timeout)["pending"]
     items = []
     changed = False
@@ -511,11 +744,15 @@ def reconcile(directory, placements, audit_file=None, dry_run=False, clock=time.
             items.append({"id": entry.get("id"), "alert": True, "state": "unreadable",
                           "msg": "journal entry %s names no guest: %s" % (entry.get("id"), entry.get("error", ""))})
             continue
-        loc = locate_guest(guest, placements)
+        loc = locate_guest(guest, placements, migrating)
         item = {"id": entry["id"], "guest": guest, "node": entry.get("node"), "target": entry.get("target"),
                 "owner": entry.get("owner"), "action": entry.get("action"), "state": loc["state"],
-                "running_on": loc["running_on"], "leftovers": loc["leftovers"], "alert": loc["state"] != "once"}
-        if loc["state"] == "once":
+                "running_on": loc["running_on"], "leftovers": loc["leftovers"],
+                "alert": loc["state"] not in ("once", "in_flight")}
+        if loc["state"] == "in_flight":
+            item["msg"] = ("%s is still moving (%s): journal entry %s and its reservation are kept; the next run "
+                           "looks again" % (guest, loc["why"], entry["id"]))
+        elif loc["state"] == "once":
             where = loc["running_on"][0]
             item["location"] = ("target" if where == entry.get("target") else
                                 "source" if where == entry.get("node") else "elsewhere")
@@ -535,17 +772,21 @@ def reconcile(directory, placements, audit_file=None, dry_run=False, clock=time.
                            "uncertain": "%s not found; could not ask %s" % (guest, ", ".join(loc["unreachable"]))
                            }[loc["state"]] + ": journal entry %s left pending" % entry["id"]
         items.append(item)
-    return {"changed": changed, "reconciled": [i for i in items if i["state"] != "in-progress"],
+    return {"changed": changed,
+            "reconciled": [i for i in items if i["state"] not in ("in-progress", "in_flight")],
             "in_progress": [i for i in items if i["state"] == "in-progress"],
+            "in_flight": [i for i in items if i["state"] == "in_flight"],
             "alerts": [i for i in items if i["alert"]]}
 
 
-def locate_guest(guest, placements):
+def locate_guest(guest, placements, migrating=None):
     """Where does ``guest`` run? ``placements`` maps node -> list of guest names that node's
-    ``xl list`` shows (or None when that node could not be asked). Returns a dict with
-    ``running_on`` (list), ``unreachable`` (nodes), ``leftovers`` (``--incoming``/``--migratedaway``
-    domains of an interrupted migration) and ``state``: once, none, twice_or_more, or uncertain
-    (not found on the reachable nodes while some node could not be asked)."""
+    ``xl list`` shows (or None when that node could not be asked); ``migrating`` maps node -> the
+    guests whose ``xl migrate`` is running there. Returns a dict with ``running_on`` (list),
+    ``unreachable`` (nodes), ``leftovers`` (``--incoming``/``--migratedaway`` domains) and
+    ``state``: in_flight (a migration of it still runs; or, when ``migrating`` is not known at all,
+    a hand-over name shows: ``why`` says which; nothing about it is final yet), once, none, twice_or_more, or uncertain (not found on
+    the reachable nodes while some node could not be asked)."""
     running, leftovers, unreachable = [], [], []
     for node, guests in sorted(placements.items()):
         if guests is None:
@@ -556,7 +797,15 @@ def locate_guest(guest, placements):
                 running.append(node)
             elif g in (guest + "--incoming", guest + "--migratedaway"):
                 leftovers.append({"node": node, "domain": g})
-    if len(running) == 1:
+    moving = sorted(n for n, gs in (migrating or {}).items() if guest in (gs or ()))
+    why = None
+    if moving:
+        st, why = "in_flight", "xl migrate of it still runs on %s" % ", ".join(moving)
+    elif leftovers and migrating is None:
+        # no word on running migrations: a hand-over name may be a migration still going
+        st, why = "in_flight", "hand-over domain%s %s" % ("s" if len(leftovers) > 1 else "", ", ".join(
+            "%s on %s" % (x["domain"], x["node"]) for x in leftovers))
+    elif len(running) == 1:
         st = "once"
     elif len(running) > 1:
         st = "twice_or_more"
@@ -565,4 +814,4 @@ def locate_guest(guest, placements):
     else:
         st = "none"
     return {"guest": guest, "running_on": running, "unreachable": unreachable, "leftovers": leftovers,
-            "state": st}
+            "state": st, "why": why}

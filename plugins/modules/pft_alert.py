@@ -141,6 +141,43 @@ options:
     description: Fail when any configured channel failed, not only when all did.
     type: bool
     default: false
+  remember:
+    description:
+      - Keep the watch's memory of this alert in O(remember.state_dir)C(/watch-state.json), written only after the
+        alert was delivered on at least one channel (never in check mode), so an alert that was not sent is planned
+        again by the next run.
+      - With O(remember.node) and O(remember.verdict), the alert is the node's verdict alert of M(pft_watch_decide).
+      - With O(remember.key) and O(remember.value), the alert is not sent again while the same key was sent with the
+        same value less than O(remember.realert_after) seconds ago (RV(deduplicated) is then true); a cause that
+        lasts, such as Ganglia down, is alerted once an hour, not every minute.
+    type: dict
+    suboptions:
+      state_dir:
+        description: The watch's state directory.
+        type: path
+        required: true
+      node:
+        description: The node whose verdict alert this is.
+        type: str
+      verdict:
+        description: Its verdict.
+        type: str
+        choices: [ok, unknown, warning, critical]
+      key:
+        description: Any other alert's identity, for example V(no-target:compute1/guest1).
+        type: str
+      value:
+        description: What it said, in a word (a new value is alerted at once).
+        type: str
+        default: ""
+      realert_after:
+        description: Seconds after which the same key and value are alerted again.
+        type: float
+        default: 3600
+      lock_timeout:
+        description: Deadline in seconds to lock the state directory.
+        type: float
+        default: 30
 extends_documentation_fragment:
   - pft.attributes
 attributes:
@@ -225,6 +262,11 @@ would_send:
     syslog: {socket: /dev/log, facility: user, priority: 10, ident: pft, line: "critical: node03 evacuated to spare1"}
     webhook: {url: "https://alerts.example.org/api/pft", method: POST, headers: {Authorization: "********"},
               body: {source: pft, severity: critical, subject: node03 evacuated to spare1}}
+deduplicated:
+  description: True when O(remember.key) was alerted with the same value less than O(remember.realert_after) ago.
+  returned: when remember is given
+  type: bool
+  sample: false
 msg:
   description: What happened, in words.
   returned: always
@@ -235,6 +277,7 @@ msg:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.pft_alert import (  # noqa: E402
     FACILITIES, SEVERITIES, WEBHOOK_METHODS, Alert, AlertError, build_channels, send_alert, summary)
+from ansible.module_utils.pft_watch import WatchError, alert_due, remember_alert  # noqa: E402
 
 
 def main():
@@ -268,6 +311,16 @@ def main():
             )),
             deadline=dict(type="float", default=20.0),
             fail_on_error=dict(type="bool", default=False),
+            remember=dict(type="dict", options=dict(
+                state_dir=dict(type="path", required=True),
+                node=dict(type="str"),
+                verdict=dict(type="str", choices=["ok", "unknown", "warning", "critical"]),
+                key=dict(type="str", no_log=False),
+                value=dict(type="str", default=""),
+                realert_after=dict(type="float", default=3600),
+                lock_timeout=dict(type="float", default=30),
+            ), required_one_of=[("node", "key")], mutually_exclusive=[("node", "key")],
+                required_together=[("node", "verdict")]),
         ),
         supports_check_mode=True,
     )
@@ -280,6 +333,14 @@ def main():
             module.fail_json(msg="%s.timeout must be > 0 seconds, got %s" % (channel, p[channel]["timeout"]))
     if not (p["syslog"] or p["mail"] or p["webhook"]):
         module.fail_json(msg="nothing to send: syslog is false and neither mail nor webhook is configured")
+    mem = p["remember"]
+    try:
+        if mem and mem["key"] and not alert_due(mem["state_dir"], mem["key"], mem["value"], mem["realert_after"]):
+            module.exit_json(changed=False, deduplicated=True, delivered={}, errors={},
+                             msg="not sent: %s was alerted with the same value less than %.0f s ago"
+                             % (mem["key"], mem["realert_after"]))
+    except WatchError as exc:
+        module.fail_json(msg=str(exc))
     try:
         alert = Alert(p["severity"], p["subject"], message=p["message"], details=p["details"])
         channels, invalid = build_channels(syslog=p["syslog"], syslog_facility=p["syslog_facility"],
@@ -300,6 +361,15 @@ def main():
         refused = out["info"].get("mail", {}).get("refused")
         if refused:
             module.warn("mail: recipients refused: %s" % "; ".join("%s (%s)" % kv for kv in sorted(refused.items())))
+    if mem:
+        result["deduplicated"] = False
+    if mem and not check and not all_failed:
+        try:
+            remember_alert(mem["state_dir"], node=mem["node"], verdict=mem["verdict"], key=mem["key"],
+                           value=mem["value"] if mem["key"] else None, lock_timeout=mem["lock_timeout"])
+        except (WatchError, OSError) as exc:
+            errors["remember"] = "delivered, but not recorded as sent in %s: %s" % (mem["state_dir"], exc)
+            result["msg"] += "; " + errors["remember"]
     if all_failed or (errors and p["fail_on_error"]):
         module.fail_json(**result)
     module.exit_json(**result)

@@ -24,6 +24,12 @@ description:
     C(reconciled) and where it runs (C(target), C(source), C(elsewhere)); its reservation owner is
     returned in RV(reconciled) for release. A guest found on no node, on two, or not found while some node
     could not be asked stays pending and is returned in RV(alerts), for a human.
+  - O(state=query) reads the audit log and returns its records in RV(records), oldest first (only those of
+    O(outcome) when given, the last O(limit) when given). It changes nothing and takes no lock. A line that is
+    not one whole JSON record (torn by a crash or a full disk in the middle of an append) is skipped with a
+    warning that names its line number, never guessed at.
+  - A record is appended as one whole line or not at all (a write that cannot be completed is cut off again),
+    fsynced before the journal entry goes; when the append fails, the module fails and the entry stays.
 version_added: "0.1.0"
 author:
   - pft contributors
@@ -31,7 +37,7 @@ options:
   state:
     description: What to do.
     type: str
-    choices: [started, completed, event, pending, reconciled]
+    choices: [started, completed, event, pending, reconciled, query]
     default: event
   id:
     description:
@@ -43,12 +49,26 @@ options:
     type: dict
     default: {}
   outcome:
-    description: How it ended (for example V(migrated), V(failed), V(prestaged)); required by O(state=completed).
+    description:
+      - How it ended (for example V(migrated), V(failed), V(prestaged)); required by O(state=completed).
+      - For O(state=query), return only the records of this outcome.
     type: str
+  limit:
+    description:
+      - For O(state=query), return only the last (most recent) this many records that match; all when unset.
+      - Must be at least 1.
+    type: int
   placements:
     description:
       - For O(state=reconciled), every compute node mapped to the list of domain names it runs, or null
         when the node could not be asked.
+    type: dict
+  migrating:
+    description:
+      - For O(state=reconciled), every compute node mapped to the guests whose C(xl migrate) still runs there
+        (C(migrating) of M(xen_domain_info)). Such a guest, or one seen under a hand-over name
+        (C(--incoming), C(--migratedaway)), is in flight; its entry and its reservation are kept, and a later
+        run looks again.
     type: dict
   stale_after:
     description:
@@ -66,7 +86,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Returns the record that would be written; writes nothing.
+    details: Returns the record that would be written; writes nothing. O(state=query) reads the log in check mode too.
   diff_mode:
     support: none
 notes:
@@ -102,6 +122,19 @@ EXAMPLES = r"""
     state: reconciled
     placements: {compute1: [], compute2: [guest1], compute3: null}
   delegate_to: localhost
+
+- name: The last 20 migrations (torn lines are skipped with a warning)
+  pft_audit:
+    state: query
+    outcome: migrated
+    limit: 20
+    state_dir: /var/lib/pft
+  delegate_to: localhost
+  register: pft_history
+
+- name: Their migration times
+  ansible.builtin.debug:
+    msg: "{{ pft_history.records | map(attribute='migration') | select('mapping') | map(attribute='total_s') | list }}"
 """
 
 RETURN = r"""
@@ -116,10 +149,19 @@ record:
   type: dict
   sample: {id: 20261123T130140Z-compute1-a1b2c3, node: compute1, guest: guest1, target: compute3, outcome: migrated}
 audit_file:
-  description: The audit log written to.
-  returned: when a line was written
+  description: The audit log written to, or read (O(state=query)).
+  returned: when a line was written, and when state is query
   type: str
   sample: /var/lib/pft/audit.jsonl
+records:
+  description:
+    - The whole records of the audit log, oldest first, filtered by O(outcome) and O(limit).
+    - Lines that are not whole records are not in it; a warning names each of them by its line number.
+  returned: when state is query
+  type: list
+  elements: dict
+  sample: [{id: 20261123T130140Z-compute1-a1b2c3, node: compute1, guest: guest1, target: compute3, outcome: migrated,
+            migration: {total_s: 41.2}, duration_s: 45.1}]
 pending:
   description: Journal entries not completed.
   returned: when state is pending
@@ -138,6 +180,12 @@ in_progress:
   type: list
   elements: dict
   sample: []
+in_flight:
+  description: Entries whose guest is still moving (a migration that outlived the run that began it); kept pending.
+  returned: when state is reconciled
+  type: list
+  elements: dict
+  sample: []
 alerts:
   description: Entries left pending because their guest was not found exactly once.
   returned: when state is reconciled
@@ -151,6 +199,9 @@ msg:
   sample: audit record 20261123T130140Z-compute1-a1b2c3 written (migrated)
 """
 
+import errno  # noqa: E402
+import traceback  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, audit, reconcile  # noqa: E402
 
@@ -158,14 +209,16 @@ from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, audit, reconc
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", choices=["started", "completed", "event", "pending", "reconciled"],
+            state=dict(type="str", choices=["started", "completed", "event", "pending", "reconciled", "query"],
                        default="event"),
             id=dict(type="str"),
             record=dict(type="dict", default={}),
             outcome=dict(type="str"),
             placements=dict(type="dict"),
+            migrating=dict(type="dict"),
             stale_after=dict(type="float", default=3600),
             audit_file=dict(type="path"),
+            limit=dict(type="int"),
             **STATE_ARGS
         ),
         required_if=[("state", "completed", ("id", "outcome")), ("state", "reconciled", ("placements",))],
@@ -175,9 +228,17 @@ def main():
     try:
         if p["state"] == "reconciled":
             out = reconcile(p["state_dir"], p["placements"], audit_file=p["audit_file"], dry_run=module.check_mode,
-                            lock_timeout=p["lock_timeout"], stale_after=p["stale_after"])
-            out["msg"] = "%d interrupted evacuation(s) completed, %d need a human" % (
-                len([i for i in out["reconciled"] if not i["alert"]]), len(out["alerts"]))
+                            lock_timeout=p["lock_timeout"], stale_after=p["stale_after"], migrating=p["migrating"])
+            out["msg"] = "%d interrupted evacuation(s) completed, %d still moving, %d need a human" % (
+                len([i for i in out["reconciled"] if not i["alert"]]), len(out["in_flight"]), len(out["alerts"]))
+        elif p["state"] == "query":
+            out = audit(p["state_dir"], "query", outcome=p["outcome"], audit_file=p["audit_file"], limit=p["limit"])
+            torn = out.pop("warnings")
+            for warning in torn:
+                module.warn(warning)
+            out["msg"] = "%d audit record(s)%s in %s%s" % (
+                len(out["records"]), " with outcome %s" % p["outcome"] if p["outcome"] else "", out["audit_file"],
+                "; %d torn line(s) skipped" % len(torn) if torn else "")
         else:
             out = audit(p["state_dir"], p["state"], record=p["record"], record_id=p["id"], outcome=p["outcome"],
                         audit_file=p["audit_file"], dry_run=module.check_mode, lock_timeout=p["lock_timeout"])
@@ -189,6 +250,14 @@ def main():
                                              p["outcome"] or p["state"])
     except WatchError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg="%s: %s%s [%s]" % ("pft_audit", "%s: " % exc.filename if exc.filename else "",
+                                                exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)),
+                         exception=traceback.format_exc())
+    except Exception as exc:  # anything else is a bug: say where, with the traceback
+        module.fail_json(msg="internal error in %s: %s: %s" % ("pft_audit", type(exc).__name__,
+                                                             (str(exc).splitlines() or [""])[0]),
+                         exception=traceback.format_exc())
     module.exit_json(**out)
 
 

@@ -19,11 +19,13 @@ description:
     O(evacuate_on)) it means pre-stage a target, unless one is already reserved for the node
     (O(prestaged)). V(unknown) never evacuates and never pre-stages; it only alerts.
     A node back to V(ok) releases its pre-staged target.
-  - Quarantined nodes (already evacuated, see M(pft_quarantine)) are never acted on again until they
-    are returned to service.
+  - Quarantined nodes (already evacuated, see M(pft_quarantine)) are not acted on again until they
+    are returned to service, except that a quarantined node that is still bad is evacuated again, so that a
+    guest whose move failed is retried (M(pft_watch_select) finds nothing to do on a node with no guest).
   - Keeps, in O(state_dir)C(/watch-state.json), each node's verdict history over recent runs (it goes
-    into the audit record) and the last alert sent per node. An alert is planned when a node's verdict
-    changes, and repeated every O(realert_after) seconds while it stays bad, never every minute.
+    into the audit record). An alert is planned when a node's verdict differs from the last one sent, and
+    repeated every O(realert_after) seconds while it stays bad, never every minute. This module only reads
+    what was sent; M(pft_alert) records it (its O(pft_alert#module:remember) option) once it was delivered.
   - Nodes to evacuate come worst first, then by name; the playbook migrates at most M at once.
 version_added: "0.1.0"
 author:
@@ -41,7 +43,9 @@ options:
   prestaged:
     description:
       - Nodes that already have a pre-staged target, mapped to that target.
-      - Defaults to the live reservations in O(reservation_dir) whose owner is C(pft-<node>/<guest>).
+      - Defaults to the live reservations in O(reservation_dir) that the watch holds for a pre-stage (purpose
+        V(watch-prestage), owner C(pft-watch:<node>/<guest>)); evacuations and an operator's reservations are not
+        pre-stages.
     type: dict
   reservation_dir:
     description: Directory of M(spare_reservation), read for O(prestaged) when that is not given.
@@ -64,6 +68,16 @@ options:
     description: Verdicts kept per node.
     type: int
     default: 20
+  policy_id:
+    description:
+      - Names the health rules in force (the watch passes a hash of C(pft_health_policy)). A node that no longer
+        reports a sensor it reported in an earlier run reads V(unknown), with the sensor named, instead of V(ok);
+        when O(policy_id) changes, what the nodes reported under the old rules is forgotten.
+    type: str
+  sensor_forget_after:
+    description: Seconds after which a sensor that a node stopped reporting is forgotten (removed on purpose).
+    type: float
+    default: 86400
 extends_documentation_fragment:
   - pft.attributes
   - pft.state_dir
@@ -146,7 +160,11 @@ summary:
   sample: {evacuate: [compute1], prestage: [], release: [], alert: [compute1]}
 """
 
+import errno  # noqa: E402
+import traceback  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_reservation import ReservationError  # noqa: E402
 from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, run_decide  # noqa: E402
 
 
@@ -161,6 +179,8 @@ def main():
             evacuate_on=dict(type="str", choices=["warning", "critical"], default="critical"),
             realert_after=dict(type="float", default=3600),
             history_len=dict(type="int", default=20),
+            policy_id=dict(type="str"),
+            sensor_forget_after=dict(type="float", default=86400),
             **STATE_ARGS
         ),
         supports_check_mode=True,
@@ -171,9 +191,18 @@ def main():
                           dry_run=module.check_mode, lock_timeout=p["lock_timeout"],
                           reservation_dir=p["reservation_dir"],
                           prestage_on=p["prestage_on"], evacuate_on=p["evacuate_on"],
-                          realert_after=p["realert_after"], history_len=p["history_len"])
-    except WatchError as exc:
+                          realert_after=p["realert_after"], history_len=p["history_len"],
+                          policy_id=p["policy_id"], sensor_forget_after=p["sensor_forget_after"])
+    except (WatchError, ReservationError) as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg="%s: %s%s [%s]" % ("pft_watch_decide", "%s: " % exc.filename if exc.filename else "",
+                                                exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)),
+                         exception=traceback.format_exc())
+    except Exception as exc:  # anything else is a bug: say where, with the traceback
+        module.fail_json(msg="internal error in %s: %s: %s" % ("pft_watch_decide", type(exc).__name__,
+                                                             (str(exc).splitlines() or [""])[0]),
+                         exception=traceback.format_exc())
     module.exit_json(changed=False, **plan)
 
 

@@ -77,6 +77,14 @@ options:
     description: Seconds a pre-stage's reservation lives if nobody releases it.
     type: int
     default: 3600
+  by:
+    description:
+      - Who moves the guests. V(watch) (C(watch.yml)) or V(operator) (C(evacuate.yml)). It names each reservation's
+        owner, C(pft-<by>:<node>/<guest>), and its purpose, C(<by>-<action>) (see M(spare_reservation)), so the
+        watch and an operator never take over or free each other's spare.
+    type: str
+    choices: [watch, operator]
+    default: watch
   journal:
     description:
       - Journal each guest's work in O(state_dir)C(/journal/) (a killed run leaves it for the next run to
@@ -193,6 +201,9 @@ endpoint_errors:
   elements: str
 """
 
+import errno  # noqa: E402
+import traceback  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible.module_utils.pft_ganglia import (  # noqa: E402
     DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, RANK_ARGS, READ_ARGS, check_read_args, criteria_from_params)
@@ -216,6 +227,7 @@ def main():
             reservation_ttl=dict(type="int", default=1800),
             prestage_ttl=dict(type="int", default=3600),
             journal=dict(type="bool", default=True),
+            by=dict(type="str", choices=["watch", "operator"], default="watch"),
             **STATE_ARGS
         ),
         supports_check_mode=True,
@@ -237,9 +249,18 @@ def main():
                           names_metric=p["names_metric"], memory_metric=p["memory_metric"],
                           reservation_ttl=p["reservation_ttl"], prestage_ttl=p["prestage_ttl"],
                           journal=p["journal"], dry_run=module.check_mode, lock_timeout=p["lock_timeout"],
+                          by=p["by"],
                           timeout=p["timeout"], max_bytes=p["max_bytes"], default_port=p["default_port"])
     except WatchError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg="%s: %s%s [%s]" % ("pft_watch_select", "%s: " % exc.filename if exc.filename else "",
+                                                exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)),
+                         exception=traceback.format_exc())
+    except Exception as exc:  # anything else is a bug: say where, with the traceback
+        module.fail_json(msg="internal error in %s: %s: %s" % ("pft_watch_select", type(exc).__name__,
+                                                             (str(exc).splitlines() or [""])[0]),
+                         exception=traceback.format_exc())
     out["msg"] = "%d guest(s) to act on%s%s" % (
         len(out["selected"]), "; no target for %s" % ", ".join("%s of %s" % (m["guest"], m["node"])
                                                              for m in out["no_target"]) if out["no_target"] else "",

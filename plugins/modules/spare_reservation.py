@@ -13,7 +13,8 @@ description:
   - O(state=present) reserves the first host of O(hosts) (best first, usually C(accepted) of M(ganglia_target_info))
     that has no live reservation of another owner. Reading and writing happen under one exclusive lock of
     C(<directory>/.lock), and the file is created atomically, so concurrent runs never get the same host.
-    When O(owner) already holds one of O(hosts), that reservation is returned unchanged.
+    When O(owner) already holds one of O(hosts), that reservation is returned (re-written with the new
+    O(purpose) when that differs, its expiry extended to O(ttl) from now if later).
     When every host is taken, RV(host) is null and RV(msg) says by whom (or the task fails with O(fail_on_none)).
   - O(state=absent) releases the reservations of O(owner) (on O(hosts), or all of them). Run it after the
     migration both on success and on failure (an C(always) section). Another owner's live reservation is
@@ -40,6 +41,15 @@ options:
     description: Who holds the reservation, for example V(evacuate-node03). Required for O(state=present)
       and, unless O(force), for O(state=absent).
     type: str
+  purpose:
+    description:
+      - Why the reservation is held, kept in it. pft uses V(watch-prestage) (the watch reserved a target at
+        C(warning)), V(watch-evacuate) (the watch moves the guests) and V(operator-evacuate)
+        (C(playbooks/evacuate.yml)). The watch releases only V(watch-prestage) reservations of nodes that are
+        healthy again; any other purpose is left to its owner.
+    type: str
+    choices: [watch-prestage, watch-evacuate, operator-evacuate, manual]
+    default: manual
   ttl:
     description: Seconds until a new reservation expires and may be reclaimed. Make it longer than a migration.
     type: int
@@ -150,6 +160,9 @@ msg:
   sample: node07 reserved for evacuate-node03 until 2026-11-23T11:10:00Z
 """
 
+import errno  # noqa: E402
+import traceback  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore  # noqa: E402
 
@@ -161,6 +174,8 @@ def main():
             hosts=dict(type="list", elements="str"),
             owner=dict(type="str"),
             ttl=dict(type="int", default=1800),
+            purpose=dict(type="str", default="manual",
+                         choices=["watch-prestage", "watch-evacuate", "operator-evacuate", "manual"]),
             directory=dict(type="path", default="/var/lib/pft/reservations"),
             lock_timeout=dict(type="float", default=30.0),
             force=dict(type="bool", default=False),
@@ -176,7 +191,7 @@ def main():
         if p["state"] == "present":
             if p["ttl"] <= 0:
                 module.fail_json(msg="ttl must be > 0 seconds, got %d" % p["ttl"])
-            out = store.reserve(p["hosts"], p["owner"], ttl=p["ttl"], dry_run=check)
+            out = store.reserve(p["hosts"], p["owner"], ttl=p["ttl"], dry_run=check, purpose=p["purpose"])
             result = dict(changed=out["changed"], host=out["host"], reservation=out["reservation"],
                           skipped=out["skipped"], reclaimed=out["reclaimed"], msg=out["reason"])
             if out["host"] is None and p["fail_on_none"]:
@@ -200,6 +215,14 @@ def main():
         result["reservations"] = _live(store)
     except ReservationError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg="%s: %s%s [%s]" % ("spare_reservation", "%s: " % exc.filename if exc.filename else "",
+                                                exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)),
+                         exception=traceback.format_exc())
+    except Exception as exc:  # anything else is a bug: say where, with the traceback
+        module.fail_json(msg="internal error in %s: %s: %s" % ("spare_reservation", type(exc).__name__,
+                                                             (str(exc).splitlines() or [""])[0]),
+                         exception=traceback.format_exc())
     module.exit_json(**result)
 
 

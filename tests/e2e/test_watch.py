@@ -281,6 +281,9 @@ def test_two_hot_nodes_two_spares_both_move_one_at_a_time(cluster):
 
 
 def test_evacuate_plan_only_then_confirmed_and_check_mode(cluster):
+    """Plan, check mode, then the confirmed evacuation of a healthy node, with a watch run while it
+    moves the guest and another one after it (issue 27: the watch released the spare of an
+    operator's evacuation, which it took for a pre-stage of a node back to ok)."""
     node, spares = cluster.layout.node["guest2"], cluster.layout.spares
     plan = run(cluster, EVACUATE, "-e", "node=" + node, name="evacuate-plan")
     assert plan.rc == 0, plan.tail()
@@ -289,50 +292,92 @@ def test_evacuate_plan_only_then_confirmed_and_check_mode(cluster):
     check = run(cluster, EVACUATE, "-e", "node=" + node, "-e", "confirm=true", "--check", name="evacuate-check")
     assert check.rc == 0, check.tail()
     assert placement(cluster)["guest2"] == [node] and audit(cluster) == []
-    go = run(cluster, EVACUATE, "-e", "node=" + node, "-e", "confirm=true", name="evacuate")
-    assert go.rc == 0, go.tail()
+    proc, log = start(cluster, EVACUATE, "-e", "node=" + node, "-e", "confirm=true", name="evacuate")
+    reservation = wait_for_reservation(cluster, proc)
+    held = json.load(open(reservation))
+    assert held["owner"] == "pft-operator:%s/guest2" % node and held["purpose"] == "operator-evacuate", held
+    during = run(cluster, WATCH, window=3, name="watch-during-evacuate")        # a cron run meanwhile
+    assert during.rc == 0, during.tail()
+    assert "releasing the pre-staged target" not in during.output, during.tail()
+    assert proc.wait(timeout=1200) == 0, open(log).read()[-3000:]
     rec = migrated(cluster)[0]
     assert rec["target"] in spares and placement(cluster)["guest2"] == [rec["target"]]
-    assert rec["verdict"] == "maintenance" and rec["node"] == node
+    assert rec["verdict"] == "maintenance" and rec["node"] == node and rec["owner"] == held["owner"]
+    after = run(cluster, WATCH, window=3, name="watch-after-evacuate")          # and the next one
+    assert after.rc == 0, after.tail()
+    assert "releasing the pre-staged target" not in after.output
+    assert not os.path.exists(reservation)                                     # released by its owner
     bad = run(cluster, EVACUATE, "-e", "node=nosuchnode", name="evacuate-bad")
     assert bad.rc != 0 and "nosuchnode" in bad.output
 
 
-def test_controller_killed_mid_evacuation_is_reconciled(cluster):
-    """SIGKILL the ansible-playbook of an evacuation while xen_migrate runs; the next watch run
-    finds the guest running exactly once, completes the record and releases the reservation."""
-    node = cluster.layout.node["guest1"]
-    argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), *cluster.inventory_args, EVACUATE,
-            "-e", "node=" + node, "-e", "confirm=true", "-e", "pft_state_dir=%s" % cluster.state_dir,
-            "-e", "pft_alert_syslog_socket=%s" % cluster.syslog.path]
-    log = open(os.path.join(cluster.logdir, "evacuate-killed.log"), "w")
-    proc = subprocess.Popen(argv, cwd=REPO, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    journal = os.path.join(cluster.state_dir, "journal")
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and not (os.path.isdir(journal) and os.listdir(journal)):
-        time.sleep(0.5)
-    assert os.listdir(journal), "the evacuation never journaled"
-    time.sleep(15)                                   # inside xen_migrate by now
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log.close()
-    assert os.listdir(journal)                       # left behind by the killed run
-    # wait until no xl migrate runs on the source any more (it either finished or was cut off)
-    deadline = time.monotonic() + 600
+def start(cluster, playbook, *extra, name):
+    """ansible-playbook in the background (its own session, so that a test can kill it whole)."""
+    argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), *cluster.inventory_args, playbook,
+            "-e", "pft_state_dir=%s" % cluster.state_dir, "-e", "pft_alert_syslog_socket=%s" % cluster.syslog.path,
+            *extra]
+    log = os.path.join(cluster.logdir, "%s.log" % name)
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(argv, cwd=REPO, env=cluster.env(), stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return proc, log
+
+
+def wait_for_reservation(cluster, proc, timeout=600):
+    """The path of the first reservation file the background run writes (it reserved, so it moves next)."""
+    rdir = os.path.join(cluster.state_dir, "reservations")
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        # [x]: the pattern must not match the shell that runs pgrep (its command line holds it too)
-        busy = cluster.testbed.ssh(node, "pgrep -f '[x]l.*migrate' || true", timeout=60).stdout.strip()
-        if not busy:
-            break
+        found = [f for f in os.listdir(rdir) if f.endswith(".json")] if os.path.isdir(rdir) else []
+        if found:
+            return os.path.join(rdir, found[0])
+        assert proc.poll() is None, "the run ended before it reserved a spare"
+        time.sleep(0.5)
+    raise AssertionError("no reservation within %d s" % timeout)
+
+
+def migrating(cluster, node):
+    """True while an `xl migrate` runs on the node ([x]: the pattern must not match pgrep's own shell)."""
+    return bool(cluster.testbed.ssh(node, "pgrep -f '[x]l.*migrate' || true", timeout=60).stdout.strip())
+
+
+def test_controller_killed_mid_migration_stays_in_flight_then_is_reconciled(cluster):
+    """SIGKILL the ansible-playbook of an evacuation while `xl migrate` runs. A watch run while the
+    migration still runs must not close it (issue 27: it completed the record and freed the spare
+    of a move still copying): the journal entry, the reservation and the source's service stay.
+    Once the guest settled, the next run finds it exactly once, completes the record, releases the
+    reservation and quarantines the source."""
+    node = cluster.layout.node["guest1"]
+    proc, log = start(cluster, EVACUATE, "-e", "node=" + node, "-e", "confirm=true", name="evacuate-killed")
+    journal = os.path.join(cluster.state_dir, "journal")
+    reservation = wait_for_reservation(cluster, proc)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not migrating(cluster, node):
+        assert proc.poll() is None, open(log).read()[-3000:]
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)              # the controller dies; xl migrate goes on
+    proc.wait()
+    assert os.listdir(journal) and os.path.exists(reservation)
+    during = run(cluster, WATCH, window=3, name="watch-reconcile-in-flight")
+    still = migrating(cluster, node)
+    assert during.rc == 0, during.tail()
+    assert still, ("the migration ended before the watch reconciled (the in-flight case was not exercised): "
+                   + during.tail())
+    assert "still moving" in during.output, during.tail()
+    assert os.listdir(journal) and os.path.exists(reservation)                 # kept
+    assert [r for r in audit(cluster) if r.get("outcome") == "reconciled"] == []
+    q = os.path.join(cluster.state_dir, "quarantine.json")
+    assert not os.path.exists(q) or node not in json.load(open(q))["nodes"]
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and migrating(cluster, node):
         time.sleep(5)
-    result = run(cluster, WATCH, window=3, name="watch-reconcile")
-    assert result.rc == 0, result.tail()
+    after = run(cluster, WATCH, window=3, name="watch-reconcile")
+    assert after.rc == 0, after.tail()
     where = placement(cluster)
     assert len(where["guest1"]) == 1, where                                    # exactly once
     assert os.listdir(journal) == []
     rec = [r for r in audit(cluster) if r.get("outcome") == "reconciled"]
     assert len(rec) == 1 and rec[0]["running_on"] == where["guest1"][0], audit(cluster)
-    reservations = os.path.join(cluster.state_dir, "reservations")
-    left = [f for f in os.listdir(reservations) if f.endswith(".json")] if os.path.isdir(reservations) else []
-    assert left == [], left
+    assert not os.path.exists(reservation)
+    if where["guest1"] != [node]:                                              # it moved: source quarantined
+        assert rec[0]["location"] == "target" and node in json.load(open(q))["nodes"]

@@ -8,6 +8,7 @@ asked. Migration itself is tested on the testbed (tests/e2e/test_watch.py).
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -58,14 +59,18 @@ def site(farm, tmp_path):
     log.close()
 
 
-def watch(site, window, *extra):
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+def watch(site, window, *extra, rc=0):
+    """Run watch.yml; returns (folded output, seconds). ``rc`` is the exit code it must have (None: any)."""
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", site["inventory"],
             os.path.join(REPO, "playbooks", "watch.yml"), "-e", "pft_watch_window=%s" % window] + list(extra)
     started = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
+    if rc is not None:
+        assert (proc.returncode == 0) == (rc == 0), proc.stdout[-4000:] + proc.stderr[-2000:]
     return " ".join(proc.stdout.split()), time.monotonic() - started    # the yaml callback folds lines
+
+
+ENV = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
 
 
 def history(site, node):
@@ -137,3 +142,202 @@ def test_critical_stops_the_window_early_and_alerts(site):
 def test_check_mode_records_nothing(site):
     out, _ = watch(site, 1, "--check")
     assert not os.path.exists(os.path.join(site["state"], "watch-state.json"))
+
+
+# -- the watch fails loudly (issue 27) ---------------------------------------------------------------
+def failure_alerts(site):
+    return [m for m in site["syslog"].drain() if "pft watch failed at step" in m]
+
+
+def test_corrupt_reservation_file_alerts_names_the_file_and_fails(site):
+    b = site["bmcs"][0]
+    rdir = os.path.join(site["state"], "reservations")
+    os.makedirs(rdir)
+    bad = os.path.join(rdir, "c9.json")
+    with open(bad, "w") as fh:
+        fh.write('{"host": "c9", "own')                       # a torn write
+    b.set_sensor("CPU1 Temp", 92)
+    out, _ = watch(site, 10, rc=1)
+    alerts = failure_alerts(site)
+    assert len(alerts) == 1 and bad in alerts[0] and "Decide" in alerts[0], alerts
+    assert "<10>" in alerts[0][:5]                           # LOG_USER|LOG_CRIT
+    assert bad in out
+
+
+@pytest.fixture()
+def small_fs(tmp_path):
+    """A tmpfs of the given options mounted on a fresh directory (root ignores chmod: a read-only
+    mount is the unwritable state directory); unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounts = []
+
+    def mount(options):
+        path = tmp_path / ("fs%d" % len(mounts))
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "pft-test", str(path)], check=True)
+        mounts.append(str(path))
+        return str(path)
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "-l", path], check=False)
+
+
+def test_full_state_directory_alerts_and_fails(site, small_fs):
+    state = small_fs("size=64k,mode=0750")
+    fd = os.open(os.path.join(state, "filler"), os.O_WRONLY | os.O_CREAT)     # fill it to the last byte
+    try:
+        while os.write(fd, b"x" * 512):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    out, _ = watch(site, 2, "-e", "pft_state_dir=%s" % state, rc=1)
+    alerts = failure_alerts(site)
+    assert len(alerts) == 1 and state in alerts[0] and "No space left on device" in alerts[0], alerts
+
+
+def test_read_only_state_directory_alerts_and_fails(site, small_fs):
+    state = small_fs("size=64k,ro")
+    out, _ = watch(site, 2, "-e", "pft_state_dir=%s" % state, rc=1)
+    alerts = failure_alerts(site)
+    assert len(alerts) == 1 and state in alerts[0] and "Read-only file system" in alerts[0], alerts
+
+
+def test_host_without_bmc_address_is_unknown_by_name_and_the_others_are_watched(site, tmp_path):
+    inv = yaml.safe_load(open(site["inventory"]))
+    hosts = inv["all"]["children"]["compute"]["hosts"]
+    broken = sorted(hosts)[1]
+    del hosts[broken]["bmc_address"]
+    path = tmp_path / "broken.yml"
+    path.write_text(yaml.safe_dump(inv))
+    hot = site["bmcs"][0]
+    hot.set_sensor("CPU1 Temp", 92)
+    out, _ = watch(dict(site, inventory=str(path)), 10)
+    assert "%s: unknown -> alert" % broken in out and "bmc_address" in out
+    assert "%s: critical -> evacuate" % hot.name in out          # the others are still watched
+    msgs = site["syslog"].drain()
+    assert any("pft: %s is unknown" % broken in m and "bmc_address" in m for m in msgs), msgs
+
+
+def test_two_hosts_with_one_bmc_are_refused_by_name(site, tmp_path):
+    inv = yaml.safe_load(open(site["inventory"]))
+    hosts = inv["all"]["children"]["compute"]["hosts"]
+    first, second = sorted(hosts)[:2]
+    hosts[second]["bmc_address"] = hosts[first]["bmc_address"]
+    hosts[second]["bmc_port"] = hosts[first]["bmc_port"]
+    path = tmp_path / "dup.yml"
+    path.write_text(yaml.safe_dump(inv))
+    out, _ = watch(dict(site, inventory=str(path)), 2)
+    for node in (first, second):
+        assert "%s: unknown -> alert" % node in out
+    msgs = " ".join(site["syslog"].drain())
+    assert first in msgs and second in msgs and hosts[first]["bmc_address"] in msgs
+
+
+def test_an_alert_not_sent_is_sent_by_the_next_run(site):
+    b = site["bmcs"][1]
+    b.pause()
+    try:
+        watch(site, 2, "-e", "pft_alert_syslog_socket=%s" % os.path.join(site["state"], "nobody-listens"))
+        assert site["syslog"].drain() == []                    # the first run could not send it
+        watch(site, 2)
+    finally:
+        b.resume()
+    assert any("pft: %s is unknown" % b.name in m for m in site["syslog"].drain())
+
+
+# -- one controller, one lock (issue 27) ------------------------------------------------------------
+LOCK_PLAY = """
+- name: Hold the controller lock
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Take it
+      pft_lock:
+        holder: "{{ holder }}"
+        wait: "{{ lock_wait }}"
+        state_dir: "{{ state_dir }}"
+    - name: Keep it a while
+      ansible.builtin.wait_for:
+        timeout: "{{ hold }}"
+    - name: Give it back
+      pft_lock:
+        state: absent
+        state_dir: "{{ state_dir }}"
+"""
+
+
+def lock_run(tmp_path, state, holder, hold, lock_wait):
+    play = tmp_path / "lock.yml"
+    play.write_text(LOCK_PLAY)
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", str(play),
+            "-e", json.dumps({"holder": holder, "hold": hold, "lock_wait": lock_wait, "state_dir": state})]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=REPO,
+                            start_new_session=True)
+
+
+def wait_held(state, timeout=60):
+    path = os.path.join(state, "controller-lock.json")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not os.path.exists(path):
+        time.sleep(0.1)
+    assert os.path.exists(path)
+    return json.load(open(path))
+
+
+def test_controller_lock_makes_a_second_run_wait_then_names_the_holder(tmp_path):
+    state = str(tmp_path / "state")
+    first = lock_run(tmp_path, state, "evacuate.yml of c1", hold=8, lock_wait=1)
+    wait_held(state)
+    refused = lock_run(tmp_path, state, "watch.yml", hold=0, lock_wait=1)
+    out = refused.communicate(timeout=120)[0]
+    assert refused.returncode != 0 and "evacuate.yml of c1" in out and "controller-lock.json" in out, out
+    waiting = lock_run(tmp_path, state, "watch.yml", hold=0, lock_wait=60)
+    out = waiting.communicate(timeout=120)[0]
+    assert waiting.returncode == 0, out                      # it waited for the first to give it back
+    assert first.wait(timeout=60) == 0
+    assert not os.path.exists(os.path.join(state, "controller-lock.json"))
+
+
+def test_controller_lock_of_a_killed_run_is_taken_over(tmp_path):
+    state = str(tmp_path / "state")
+    dead = lock_run(tmp_path, state, "evacuate.yml of c1", hold=300, lock_wait=1)
+    held = wait_held(state)
+    os.killpg(dead.pid, signal.SIGKILL)
+    dead.wait()
+    nxt = lock_run(tmp_path, state, "watch.yml", hold=0, lock_wait=1)
+    out = nxt.communicate(timeout=120)[0]
+    assert nxt.returncode == 0, out
+    assert held["holder"] == "evacuate.yml of c1"
+
+
+def test_a_lasting_no_target_cause_is_alerted_once_not_every_run(site):
+    # issue 27: with Ganglia down the "cannot move the guests" critical alert came every minute
+    b = site["bmcs"][0]
+    b.set_sensor("CPU1 Temp", 92)
+    watch(site, 10)
+    first = [m for m in site["syslog"].drain() if "cannot move the guests of %s" % b.name in m]
+    watch(site, 10)
+    again = [m for m in site["syslog"].drain() if "cannot move the guests of %s" % b.name in m]
+    assert len(first) == 1 and again == [], (first, again)
+
+
+def test_with_a_node_to_evacuate_every_alert_waits_until_after_the_moves(site):
+    # issue 27: alerts about the nodes not moved were sent one by one before target selection; a
+    # webhook that does not answer cost ~10 s per node on the critical path
+    site["bmcs"][0].set_sensor("CPU1 Temp", 92)
+    site["bmcs"][1].pause()
+    try:
+        out, _ = watch(site, 10)
+    finally:
+        site["bmcs"][1].resume()
+    select = out.index("TASK [Select the targets, reserve them and journal the work]")
+    first_alert = out.index("TASK [Alert the admin]")
+    assert select < first_alert, out
+    msgs = site["syslog"].drain()
+    assert any("pft: %s is unknown" % site["bmcs"][1].name in m for m in msgs), msgs

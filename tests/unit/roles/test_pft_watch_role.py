@@ -110,7 +110,7 @@ def test_install_writes_the_files_with_their_modes(installed):
     assert f"ansible_playbook={installed['project']}/.venv/bin/ansible-playbook\n" in text
     assert f"vault_password_file={installed['secret']}\n" in text
     assert "flock -n 9" in text and "timeout --kill-after" in text
-    assert "run_timeout=1200\n" in text                   # pft_migration_deadline (900) + 300
+    assert "run_timeout=1320\n" in text                   # pft_migration_deadline (900) + handover (120) + 300
 
     varsfile = s / "etc/pft/watch-vars.yml"
     assert mode_of(varsfile) == (0o600, 0, 0)

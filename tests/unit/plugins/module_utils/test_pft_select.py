@@ -64,7 +64,7 @@ def test_one_pass_places_ranks_reserves_and_journals(tmp_path):
                       read=cluster(load={"compute3": 0.9, "compute4": 0.2}))
     assert out["changed"] and out["sources"] == ["compute1"] and not out["no_target"]
     (item,) = out["selected"]
-    assert (item["guest"], item["target"], item["owner"]) == ("guest1", "compute4", "pft-compute1/guest1")
+    assert (item["guest"], item["target"], item["owner"]) == ("guest1", "compute4", "pft-watch:compute1/guest1")
     assert [r["host"] for r in item["ranking"] if r["accepted"]] == ["compute4", "compute3"]
     assert files(os.path.join(state, "reservations")) == ["compute4.json"]
     entry = json.load(open(os.path.join(state, "journal", item["record_id"] + ".json")))

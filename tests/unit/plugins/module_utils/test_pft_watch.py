@@ -46,9 +46,17 @@ def test_unknown_never_evacuates_whatever_the_policy():
     assert plan["evacuate"] == [] and plan["prestage"] == []
 
 
-def test_quarantined_nodes_are_left_alone():
+def test_quarantined_nodes_are_left_alone_unless_still_bad():
+    plan, _ = decide(health(c1="warning", c2="ok"), quarantined=["c1", "c2"], now=1.0)
+    assert plan["evacuate"] == plan["prestage"] == plan["release"] == []
+    assert all("quarantined" in plan["nodes"][n]["why"] for n in ("c1", "c2"))
+
+
+def test_quarantined_node_still_critical_is_evacuated_again():
+    # issue 27: a node with two guests is quarantined after the first move; the guest whose move
+    # failed must be retried by the next run, not left on a critical node for ever
     plan, _ = decide(health(c1="critical"), quarantined=["c1"], now=1.0)
-    assert plan["evacuate"] == [] and plan["nodes"]["c1"]["action"] == "none"
+    assert plan["summary"]["evacuate"] == ["c1"] and plan["evacuate"][0]["quarantined"]
     assert "quarantined" in plan["nodes"]["c1"]["why"]
 
 
@@ -64,17 +72,73 @@ def test_back_to_ok_releases_prestaged_target():
     assert plan["release"] == [{"node": "c1", "target": "c3"}]
 
 
+def sent(plan, st, now):
+    """What pft_alert's remember does once a channel delivered each planned alert."""
+    for a in plan["alerts"]:
+        st["nodes"][a["node"]]["alerted"] = {"verdict": a["verdict"], "t": now}
+    return st
+
+
 def test_alert_on_change_and_realert_after_not_every_run():
     plan, st = decide(health(c1="unknown"), now=1000.0, realert_after=3600)
     assert plan["summary"]["alert"] == ["c1"]
-    plan, st = decide(health(c1="unknown"), state=st, now=1060.0, realert_after=3600)
+    plan, st = decide(health(c1="unknown"), state=sent(plan, st, 1000.0), now=1060.0, realert_after=3600)
     assert plan["alerts"] == []
     plan, st = decide(health(c1="unknown"), state=st, now=1000.0 + 3600, realert_after=3600)
     assert plan["summary"]["alert"] == ["c1"]
-    plan, st = decide(health(c1="ok"), state=st, now=5000.0)
+    plan, st = decide(health(c1="ok"), state=sent(plan, st, 4600.0), now=5000.0)
     assert plan["alerts"][0]["severity"] == "info" and "healthy again" in plan["alerts"][0]["subject"]
-    plan, st = decide(health(c1="ok"), state=st, now=5060.0)
+    plan, st = decide(health(c1="ok"), state=sent(plan, st, 5000.0), now=5060.0)
     assert plan["alerts"] == []
+
+
+def test_an_alert_is_recorded_as_sent_only_after_it_was_sent(tmp_path):
+    # issue 27: decide used to mark the alert sent when it planned it; a run that died before
+    # sending it (the critical alert goes out after the move) never sent it at all
+    from ansible.module_utils.pft_watch import remember_alert
+    d = str(tmp_path)
+    plan = run_decide(d, health(c1="critical"))
+    assert plan["summary"]["alert"] == ["c1"]
+    plan = run_decide(d, health(c1="critical"))           # the first run died: planned again
+    assert plan["summary"]["alert"] == ["c1"]
+    remember_alert(d, node="c1", verdict="critical")       # this time it went out
+    assert run_decide(d, health(c1="critical"))["alerts"] == []
+
+
+def test_a_lasting_cause_is_alerted_once_per_realert_period(tmp_path):
+    from ansible.module_utils.pft_watch import alert_due, remember_alert
+    d, clock = str(tmp_path), Clock()
+    assert alert_due(d, "no-target:c1/g1", "no-target", 3600, clock=clock)
+    remember_alert(d, key="no-target:c1/g1", value="no-target", clock=clock)
+    clock.now += 60
+    assert not alert_due(d, "no-target:c1/g1", "no-target", 3600, clock=clock)
+    assert alert_due(d, "no-target:c1/g1", "other", 3600, clock=clock)
+    clock.now += 3600
+    assert alert_due(d, "no-target:c1/g1", "no-target", 3600, clock=clock)
+
+
+def test_a_sensor_lost_since_an_earlier_run_makes_the_node_unknown():
+    # issue 27: a node that stops reporting a sensor must not read ok on less evidence
+    two = health(c1="ok")
+    two["nodes"]["c1"]["sensors"]["FAN1"] = {"verdict": "ok", "value": 3000.0}
+    plan, st = decide(two, now=1000.0, policy_id="p1")
+    assert plan["nodes"]["c1"]["verdict"] == "ok"
+    plan, st = decide(health(c1="ok"), state=st, now=1060.0, policy_id="p1")
+    assert plan["nodes"]["c1"]["verdict"] == "unknown" and plan["nodes"]["c1"]["action"] == "alert"
+    assert "FAN1" in plan["alerts"][0]["subject"] and plan["evacuate"] == []
+    # evidence of trouble still counts: a critical node with a lost sensor is evacuated
+    plan, _ = decide(health(c1="critical"), state=st, now=1120.0, policy_id="p1")
+    assert plan["summary"]["evacuate"] == ["c1"]
+    # new rules watch other sensors: what was reported under the old ones is forgotten
+    plan, _ = decide(health(c1="ok"), state=st, now=1180.0, policy_id="p2")
+    assert plan["nodes"]["c1"]["verdict"] == "ok"
+    # a sensor gone for longer than sensor_forget_after is forgotten (removed on purpose)
+    plan, _ = decide(health(c1="ok"), state=st, now=1000.0 + 90000, policy_id="p1", sensor_forget_after=86400)
+    assert plan["nodes"]["c1"]["verdict"] == "ok"
+    # a node with no data (BMC unreachable) says nothing about its sensors
+    plan, st2 = decide({"nodes": {"c1": {"verdict": "unknown", "reason": "BMC unreachable", "sensors": {}}}},
+                       state=st, now=1130.0, policy_id="p1")
+    assert sorted(st2["nodes"]["c1"]["sensors"]) == ["CPU1 Temp", "FAN1"]
 
 
 def test_worst_first_and_history_is_bounded():
@@ -103,8 +167,8 @@ def test_run_decide_persists_history_but_not_in_check_mode(tmp_path):
     assert data["nodes"]["c1"]["history"][0]["verdict"] == "warning"
     # quarantined nodes default to the quarantine file
     quarantine(d, "present", node="c1", clock=Clock())
-    plan = run_decide(d, health(c1="critical"), clock=Clock())
-    assert plan["evacuate"] == []
+    plan = run_decide(d, health(c1="warning"), clock=Clock())
+    assert plan["prestage"] == [] and "quarantined" in plan["nodes"]["c1"]["why"]
 
 
 def test_quarantine_and_anti_flap(tmp_path):
@@ -184,8 +248,32 @@ def test_locate_guest_states():
     assert locate_guest("g", {"a": ["g"], "b": ["g"]})["state"] == "twice_or_more"
     assert locate_guest("g", {"a": [], "b": []})["state"] == "none"
     assert locate_guest("g", {"a": [], "b": None})["state"] == "uncertain"
-    loc = locate_guest("g", {"a": ["g--migratedaway"], "b": ["g"]})
+    loc = locate_guest("g", {"a": ["g--migratedaway"], "b": ["g"]}, migrating={"a": [], "b": []})
     assert loc["state"] == "once" and loc["leftovers"] == [{"node": "a", "domain": "g--migratedaway"}]
+
+
+def test_a_migration_still_running_is_in_flight_not_done():
+    # issue 27: the target's --incoming copy is not a leftover while xl migrate still runs
+    loc = locate_guest("g", {"a": ["g"], "b": ["g--incoming"]}, migrating={"a": ["g"], "b": []})
+    assert loc["state"] == "in_flight" and "a" in loc["why"]
+    loc = locate_guest("g", {"a": ["g"], "b": []}, migrating={"a": ["g"], "b": []})   # before the receiver
+    assert loc["state"] == "in_flight"
+    # no word on running migrations (older dom0s): a hand-over name alone means in flight
+    assert locate_guest("g", {"a": ["g"], "b": ["g--incoming"]})["state"] == "in_flight"
+
+
+def test_reconcile_keeps_a_move_in_flight_then_completes_it(tmp_path):
+    d = str(tmp_path)
+    rid = audit(d, "started", record={"node": "c1", "guest": "g1", "target": "c3",
+                                      "owner": "pft-watch:c1/g1"})["id"]
+    out = reconcile(d, {"c1": ["g1"], "c3": ["g1--incoming"]}, migrating={"c1": ["g1"], "c3": []},
+                    alive=lambda ctl: False, stale_after=0)
+    assert out["reconciled"] == [] and out["alerts"] == [] and [i["id"] for i in out["in_flight"]] == [rid]
+    assert [p["id"] for p in audit(d, "pending")["pending"]] == [rid]
+    out = reconcile(d, {"c1": [], "c3": ["g1"]}, migrating={"c1": [], "c3": []}, alive=lambda ctl: False,
+                    stale_after=0)
+    assert out["reconciled"][0]["location"] == "target" and out["reconciled"][0]["owner"] == "pft-watch:c1/g1"
+    assert audit(d, "pending")["pending"] == []
 
 
 def test_reconcile_completes_once_and_keeps_doubtful_entries(tmp_path):
@@ -252,10 +340,30 @@ def test_prestaged_targets_come_from_pft_reservations(tmp_path):
     from ansible.module_utils.pft_watch import owner_for, prestaged_targets
     rd = str(tmp_path / "res")
     store = ReservationStore(rd)
-    store.reserve(["c3"], owner_for("c1", "g1"), ttl=60)
+    store.reserve(["c3"], owner_for("c1", "g1"), ttl=60, purpose="watch-prestage")
     store.reserve(["c4"], "someone-else", ttl=60)
+    # issue 27: an evacuation in progress or an operator's evacuation is not a pre-stage
+    store.reserve(["c5"], owner_for("c2", "g2"), ttl=60, purpose="watch-evacuate")
+    store.reserve(["c6"], owner_for("c7", "g7", by="operator"), ttl=60, purpose="operator-evacuate")
     assert prestaged_targets(rd) == {"c1": "c3"}
     plan = run_decide(str(tmp_path / "state"), health(c1="warning"), reservation_dir=rd)
     assert plan["prestage"] == [] and plan["prestaged"] == {"c1": "c3"}
     plan = run_decide(str(tmp_path / "state"), health(c1="ok"), reservation_dir=rd)
-    assert plan["release"] == [{"node": "c1", "target": "c3", "owners": ["pft-c1/g1"]}]
+    assert plan["release"] == [{"node": "c1", "target": "c3", "owners": ["pft-watch:c1/g1"]}]
+    plan = run_decide(str(tmp_path / "state"), health(c2="ok", c7="ok"), reservation_dir=rd)
+    assert plan["release"] == []
+
+
+def test_a_prestage_becomes_the_evacuation_with_its_own_purpose(tmp_path):
+    from ansible.module_utils.pft_reservation import ReservationStore
+    from ansible.module_utils.pft_watch import owner_for
+    store, clock = None, Clock()
+    store = ReservationStore(str(tmp_path), clock=clock)
+    owner = owner_for("c1", "g1")
+    first = store.reserve(["c3", "c4"], owner, ttl=60, purpose="watch-prestage")
+    clock.now += 30
+    again = store.reserve(["c3", "c4"], owner, ttl=600, purpose="watch-evacuate")
+    assert again["host"] == first["host"] == "c3" and again["changed"]
+    assert store.active()["c3"].purpose == "watch-evacuate" and store.active()["c3"].expires == clock.now + 600
+    # the operator's evacuation of the same guest is another owner: it never gets the watch's spare
+    assert store.reserve(["c3", "c4"], owner_for("c1", "g1", by="operator"), ttl=60)["host"] == "c4"
