@@ -16,7 +16,10 @@ tested directly:
   sensor does not abort the node and one dead BMC blocks nobody;
   :class:`LocalNode` reads the in-band BMC (/dev/ipmi0).
 * :class:`Sampler` polls all nodes at once with a hard per-node deadline per
-  sample, so a dead BMC costs at most its deadline.
+  sample, so a dead BMC costs at most its deadline, and any number of dead
+  BMCs cannot keep the live ones from logging in; after a failed login a BMC
+  is logged into again only after a growing delay, in the background, so
+  once dead BMCs have failed a sample ends when the live ones have answered.
 * :func:`run_health` is what the module calls.
 
 Verdict order for a node: critical > warning > unknown > ok. ``unknown``
@@ -28,6 +31,8 @@ from __future__ import absolute_import, division, print_function
 
 import collections
 import fnmatch
+import ipaddress
+import math
 import queue
 import threading
 import time
@@ -835,31 +840,94 @@ class _Job:
         self.done = threading.Event()
 
 
+class _LoginFailure:
+    """A LAN node's failed logins since its last good answer, and when to log in again."""
+    __slots__ = ("reason", "permanent", "failures", "at", "retry_at", "attempt")
+
+    def __init__(self, reason, permanent, failures, at, retry_at, attempt):
+        self.reason = reason
+        self.permanent = permanent
+        self.failures = failures    # failed logins in a row
+        self.at = at                # clock() when the latest one was counted
+        self.retry_at = retry_at    # no new login before this clock() time
+        self.attempt = attempt      # which login (Sampler.login_attempts) was counted last
+
+
+class _Round:
+    """The sample under way, for the answers that arrive through callbacks."""
+    __slots__ = ("reading", "background", "results")
+
+    def __init__(self, reading, background, results):
+        self.reading = reading
+        self.background = background
+        self.results = results
+
+
 class Sampler:
     """One sample of every node, each within a hard deadline.
 
     LAN nodes run as callback chains on pyghmi's event loop in the calling
     thread: all logged-in BMCs are asked at once and nothing blocks; at most
     ``parallelism`` logins run at once, so a cold start of a large cluster
-    does not drown in retransmissions. Nodes that can only
+    does not drown in retransmissions. A login that has been in flight for
+    longer than the deadline no longer holds one of those slots: its BMC is
+    as good as dead, pyghmi keeps retrying it cheaply, and dead BMCs must not
+    keep live ones from logging in. Logins wait in line fairly: nodes never
+    tried first, then the least recently tried, so live nodes do not queue
+    behind the same dead ones sample after sample. Nodes that can only
     be read synchronously (in-band) run on a bounded pool of daemon threads.
     A node whose earlier request has not come back is reported unreachable
     and gets no new request until it does; one that pyghmi never finishes is
     abandoned after ``abandon_after`` seconds and starts over with a new
-    login. Daemon threads never delay the module's exit.
+    login. Every node is in every sample's result, and a sample never takes
+    longer than the deadline (plus one event-loop step of at most ``STEP``
+    seconds). Daemon threads never delay the module's exit.
+
+    A LAN login that fails, or is not through within the deadline, puts its
+    node in backoff: no new login before ``retry_after`` seconds (default
+    ``max(2 x deadline, 5 s)``), doubling with each failed login in a row up
+    to ``retry_max`` (60 s); an error marked permanent (wrong credentials)
+    waits ``retry_max`` at once, and a good answer ends the backoff. Until
+    then the node is reported with its last error and the time of its next
+    login in every sample, at no cost to the sample. A login is waited for
+    (up to the deadline) only while its node has not failed since its last
+    good answer; the retries of a failed node queue behind every such login
+    and run in the background: they hold a login slot like any login, and
+    their answer counts if it comes in while the sample waits for the
+    others, but no sample waits for them. So once each dead BMC has failed
+    once, a sample ends as soon as the live nodes have answered. Between
+    samples, :meth:`idle` keeps pyghmi's event loop turning while a LAN node
+    has something in flight, so retries and late answers finish in real
+    time rather than only while a later sample waits for the live nodes.
+
+    ``clock``, ``sleep`` and ``wait(event, timeout)`` are the time functions
+    (tests drive the sampler on a fake clock).
     """
 
-    def __init__(self, parallelism, deadline, pump=None, abandon_after=None, clock=time.monotonic):
+    STEP = 0.05          # longest single wait inside a sample, in seconds
+    TOLERANCE = 1e-9     # clock arithmetic slack when deciding that a login has used up its deadline
+
+    def __init__(self, parallelism, deadline, pump=None, abandon_after=None, clock=time.monotonic,
+                 sleep=time.sleep, wait=None, retry_after=None, retry_max=60.0):
         self.parallelism = max(1, int(parallelism))
         self.deadline = float(deadline)
         self.pump = pump or pump_pyghmi
         self.abandon_after = abandon_after if abandon_after is not None else max(30.0, 5 * self.deadline)
+        self.retry_after = float(retry_after) if retry_after is not None else max(2 * self.deadline, 5.0)
+        self.retry_max = max(float(retry_max), self.retry_after)
         self.clock = clock
+        self.sleep = sleep
+        self.wait = wait or (lambda event, timeout: event.wait(timeout))
         self.deferred = collections.deque()
         self.jobs = queue.Queue()
         self.lock = threading.Lock()
         self.workers = 0
         self.outstanding = {}   # name -> _Job of a synchronous reader
+        self.last_login = {}    # name -> clock() when its latest login was started
+        self.login_attempts = {}   # name -> how many logins were started
+        self.in_login = set()   # names of LAN readers whose operation in flight began with a login
+        self.failed = {}        # name -> _LoginFailure, until the node answers again
+        self._round = None      # the sample under way, or None between samples
 
     def _worker(self):
         while True:
@@ -892,91 +960,253 @@ class Sampler:
         while self.deferred:
             self.deferred.popleft()()
 
+    def logins_holding_slots(self, readers, now):
+        """How many login slots are taken: logins in flight for less than the deadline."""
+        return sum(1 for r in readers if r.can_async and r.busy and not r.connected
+                   and now - r.busy_since < self.deadline - self.TOLERANCE)
+
+    # -- login backoff ------------------------------------------------------------
+
+    def retry_delay(self, failures, permanent=False):
+        """Seconds from the ``failures``-th failed login in a row to the next login."""
+        if permanent:
+            return self.retry_max
+        return min(self.retry_max, self.retry_after * 2 ** min(max(failures, 1) - 1, 32))
+
+    def _login_failed(self, name, reason, permanent, now):
+        attempt = self.login_attempts.get(name, 0)
+        old = self.failed.get(name)
+        if old is not None and old.attempt == attempt:
+            # counted already when it overran the deadline: the end pyghmi reports is the better reason
+            old.reason = reason
+            if permanent and not old.permanent:
+                old.permanent = True
+                old.retry_at = max(old.retry_at, old.at + self.retry_max)
+            return
+        failures = old.failures + 1 if old is not None else 1
+        self.failed[name] = _LoginFailure(reason, permanent, failures, now,
+                                          now + self.retry_delay(failures, permanent), attempt)
+
+    def _overran(self, reader, now):
+        """Is the reader's login in flight, not through, for the whole deadline or longer?"""
+        return (reader.name in self.in_login and reader.busy and not reader.connected
+                and now - reader.busy_since >= self.deadline - self.TOLERANCE)
+
+    def _login_timed_out(self, reader, now):
+        """Count the reader's login in flight as failed, once (it may still succeed later)."""
+        old = self.failed.get(reader.name)
+        if old is None or old.attempt != self.login_attempts.get(reader.name, 0):
+            self._login_failed(reader.name, "BMC unreachable: login not completed within %ss"
+                               % _fmt(self.deadline), False, now)
+
+    def _backoff_result(self, reader, now):
+        """A node with failed logins: its last error, and when it is logged into next."""
+        failure = self.failed.get(reader.name)
+        if failure is None:
+            return NodeUnavailable("BMC unreachable: no answer within %ss (earlier request still outstanding)"
+                                   % _fmt(self.deadline))
+        if reader.busy:
+            note = "login attempt under way"
+        elif now < failure.retry_at:
+            note = "next login attempt in %d s" % max(1, int(math.ceil(failure.retry_at - now - 1e-6)))
+        else:
+            note = "next login attempt waiting for a free login slot"
+        return NodeUnavailable("%s (%s)" % (failure.reason, note), permanent=failure.permanent)
+
+    def _done(self, reader, login):
+        """The ``done`` callback of one operation of a LAN reader."""
+        name = reader.name
+
+        def done(result):
+            now = self.clock()
+            failed = isinstance(result, NodeUnavailable)
+            if login:
+                self.in_login.discard(name)
+                if failed:
+                    self._login_failed(name, result.reason, result.permanent, now)
+            if not failed:
+                self.failed.pop(name, None)
+            current = self._round
+            if current is not None and (name in current.reading or name in current.background):
+                current.reading.discard(name)
+                current.background.discard(name)
+                current.results[name] = self._backoff_result(reader, now) if login and failed else result
+        return done
+
+    def _start(self, reader, prepare, now):
+        login = not reader.connected
+        if login:
+            self.last_login[reader.name] = now
+            self.login_attempts[reader.name] = self.login_attempts.get(reader.name, 0) + 1
+            self.in_login.add(reader.name)
+        reader.start(prepare, self._done(reader, login), self.deferred.append)
+
+    # -- sampling -----------------------------------------------------------------
+
     def sample(self, readers, prepare):
         """Sample every reader once; returns {name: {sensor: reading} or NodeUnavailable}."""
+        results = {}
+        reading = set()     # names of asynchronous readers whose answer this sample waits for
+        background = set()  # asynchronous readers with a login this sample does not wait for
+        self._round = _Round(reading, background, results)
+        try:
+            self._sample(readers, prepare, results, reading, background)
+        finally:
+            self._round = None   # answers that come later are dropped; the node stays busy until then
+        return results
+
+    def _sample(self, readers, prepare, results, reading, background):
+        if any(r.can_async and r.busy for r in readers):
+            # take in what came since the last sample (without waiting) before judging who is late
+            self.pump(0)
+            self._run_deferred()
         now = self.clock()
         end = now + self.deadline
-        results = {}
         waiting = {}     # name -> _Job of a synchronous reader
-        reading = set()  # names of asynchronous readers in flight this sample
+        by_name = {r.name: r for r in readers}
         late = NodeUnavailable("BMC unreachable: no answer within %ss (earlier request still outstanding)"
                                % _fmt(self.deadline))
-
-        def on_done(name):
-            def done(result):
-                if name in reading:
-                    reading.discard(name)
-                    results[name] = result
-            return done
+        not_through = NodeUnavailable("BMC unreachable: login not completed within %ss" % _fmt(self.deadline),
+                                      pending=True)
 
         def sync_job(reader):
             prepare(reader, reader.connect())
             return reader.read_sync()
 
-        logins = collections.deque()   # async readers that must log in first, admitted in turn
+        logins = collections.deque()    # first logins (no failure since the last answer): waited for
+        retries = collections.deque()   # logins of failed nodes whose backoff is over: not waited for
 
-        def logging_in():
-            return sum(1 for r in readers if r.can_async and r.busy and not r.connected)
-
-        def admit():
-            free = self.parallelism - logging_in()
-            while logins and free > 0:
-                reader = logins.popleft()
-                reading.add(reader.name)
-                reader.start(prepare, on_done(reader.name), self.deferred.append)
+        def admit(now):
+            if not (logins or retries):
+                return
+            free = self.parallelism - self.logins_holding_slots(readers, now)
+            while free > 0 and (logins or retries):
+                if logins:
+                    reader = logins.popleft()
+                    reading.add(reader.name)
+                else:
+                    reader = retries.popleft()
+                    background.add(reader.name)
+                self._start(reader, prepare, now)
                 free -= 1
 
-        for reader in readers:
+        first, again = [], []
+        for index, reader in enumerate(readers):
+            name = reader.name
             if reader.can_async:
+                if reader.busy and now - reader.busy_since > self.abandon_after:
+                    if name in self.in_login and not reader.connected:
+                        self._login_timed_out(reader, now)
+                    self.in_login.discard(name)
+                    reader.abandon()
                 if reader.busy:
-                    if now - reader.busy_since > self.abandon_after:
-                        reader.abandon()
+                    if name in self.in_login:
+                        # a login started in an earlier sample and still under way
+                        if self._overran(reader, now):
+                            self._login_timed_out(reader, now)
+                        if name in self.failed:
+                            background.add(name)
+                        else:
+                            reading.add(name)   # a first login admitted late: it keeps its own deadline
                     else:
-                        results[reader.name] = late
-                        continue
+                        results[name] = late
+                    continue
                 if not reader.connected:
-                    logins.append(reader)
+                    failure = self.failed.get(name)
+                    # never tried first, then the least recently tried; the list order breaks ties
+                    entry = ((name in self.last_login, self.last_login.get(name, 0.0), index), reader)
+                    if failure is None:
+                        first.append(entry)
+                    elif now >= failure.retry_at:
+                        again.append(entry)
+                    else:
+                        results[name] = self._backoff_result(reader, now)
                     continue
-                reading.add(reader.name)
-                reader.start(prepare, on_done(reader.name), self.deferred.append)
+                reading.add(name)
+                self._start(reader, prepare, now)
             else:
-                old = self.outstanding.get(reader.name)
+                old = self.outstanding.get(name)
                 if old is not None and not old.done.is_set():
-                    results[reader.name] = late
+                    results[name] = late
                     continue
-                waiting[reader.name] = self._submit(reader, sync_job)
-        admit()
+                waiting[name] = self._submit(reader, sync_job)
+        for queued, line in ((first, logins), (again, retries)):
+            queued.sort(key=lambda entry: entry[0])
+            line.extend(entry[1] for entry in queued)
+        admit(now)
         self._run_deferred()
 
-        while waiting or reading or logins:
+        while True:
             for name, job in list(waiting.items()):
                 if job.done.is_set():
                     del waiting[name]
                     results[name] = job.result
-            admit()
-            remaining = end - self.clock()
-            if remaining <= 0 or not (waiting or reading or logins):
+            now = self.clock()
+            for name in list(reading):
+                reader = by_name[name]
+                if self._overran(reader, now):
+                    # the login used up its deadline: it fails for now and goes on in the background
+                    self._login_timed_out(reader, now)
+                    reading.discard(name)
+                    background.add(name)
+                    results[name] = not_through
+            remaining = end - now
+            if remaining <= 0:
                 break
-            if reading:
-                self.pump(min(remaining, 0.05))
+            admit(now)
+            if not (waiting or reading or logins):
+                break
+            step = min(remaining, self.STEP)
+            if reading or (logins and any(r.can_async and r.busy for r in readers)):
+                # answers for this sample, or logins of earlier samples that hold the slots
+                # the queued ones wait for: either way pyghmi's event loop must turn
+                self.pump(step)
                 self._run_deferred()
+            elif waiting:
+                self.wait(next(iter(waiting.values())).done, step)
             else:
-                next(iter(waiting.values())).done.wait(min(remaining, 0.05))
+                self.sleep(step)   # not reached as far as we know; bounded all the same
         timeout = NodeUnavailable("BMC unreachable: no answer within %ss" % _fmt(self.deadline))
-        by_name = {r.name: r for r in readers}
-        for name in list(waiting) + list(reading):
+        for name in waiting:
+            results[name] = timeout
+        for name in reading:
             reader = by_name[name]
             if reader.can_async and not reader.connected:
-                results[name] = NodeUnavailable("BMC unreachable: login not completed within %ss"
-                                                % _fmt(self.deadline), pending=True)
+                if self._overran(reader, now):
+                    self._login_timed_out(reader, now)
+                results[name] = not_through
             else:
                 results[name] = timeout
+        for name in background:
+            if name not in results:
+                results[name] = self._backoff_result(by_name[name], now)
         for reader in logins:
             results[reader.name] = NodeUnavailable(
                 "not sampled yet: login still queued after %ss (%d logins at once; raise parallelism)"
                 % (_fmt(self.deadline), self.parallelism), pending=True)
-        reading.clear()  # answers that come later are dropped; the node stays busy until then
-        return results
+        for reader in retries:
+            results[reader.name] = self._backoff_result(reader, now)
+
+    def idle(self, seconds, readers, clock=None, sleep=None):
+        """Pause ``seconds`` between samples, turning pyghmi's event loop while a LAN reader is busy.
+
+        Logins that no sample waits for (retries of failed BMCs, logins past
+        their deadline) and answers that came too late then go on as they
+        would inside a sample. ``clock`` and ``sleep`` default to the
+        sampler's; ``pump`` must move ``clock`` on.
+        """
+        clock = clock or self.clock
+        sleep = sleep or self.sleep
+        end = clock() + seconds
+        while True:
+            remaining = end - clock()
+            if remaining <= 0:
+                return
+            if not any(r.can_async and r.busy for r in readers):
+                sleep(remaining)
+                return
+            self.pump(min(remaining, self.STEP))
+            self._run_deferred()
 
     def close(self):
         with self.lock:
@@ -989,8 +1219,65 @@ class Sampler:
 # The whole run
 # ---------------------------------------------------------------------------
 
+def _bmc_key(address, port):
+    """(address, port) of a BMC in one spelling, so that the same BMC compares equal."""
+    text = address.strip()
+    try:
+        text = str(ipaddress.ip_address(text))
+    except ValueError:
+        text = text.lower().rstrip(".")
+    return text, port
+
+
+def _and_join(names):
+    names = list(names)
+    if len(names) < 2:
+        return "".join(names)
+    return "%s and %s" % (", ".join(names[:-1]), names[-1])
+
+
+def _check_target(name, t, interface):
+    """(problem, port): why the node's own BMC settings are unusable (or None), and its port.
+
+    The reason names the node and never quotes the password.
+    """
+    if interface not in ("lan", "local"):
+        return "target %s: interface must be lan or local, got %r" % (name, interface), None
+    if interface == "local":
+        return None, None
+    address = t.get("address")
+    if address is None or not str(address).strip():
+        return "inventory: bmc_address is not set for %s (no address for its BMC)" % name, None
+    if not t.get("username"):
+        return "inventory: bmc_username is not set for %s (no BMC user, and no default username)" % name, None
+    if t.get("password") is None:
+        return ("inventory: bmc_password is not set for %s (no BMC password, and no default password; "
+                "set it from vault or the environment)" % name), None
+    raw = t.get("port")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None, 623
+    try:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
+        port = raw if isinstance(raw, int) else int(str(raw).strip())
+    except (TypeError, ValueError):
+        return "inventory: bmc_port of %s must be an integer, got %r" % (name, raw), None
+    if not 0 < port < 65536:
+        return "inventory: bmc_port %d of %s is out of range (1-65535)" % (port, name), None
+    return None, port
+
+
 def validate_targets(targets):
-    """Check node entries; returns them normalised. Errors name the node."""
+    """Check node entries; returns them normalised. Errors name the node.
+
+    A list that cannot be used at all raises HealthError: it is empty, or an
+    entry is not a dict, has no name, or repeats a name. A node whose own BMC
+    settings are unusable (no address, user or password, a bad port or
+    interface) or whose BMC (address and port) another node also claims is
+    kept, with ``invalid`` set to the reason: it is reported unknown and never
+    sampled, and the other nodes are watched as usual. Sampling two nodes
+    through one BMC would judge one node by the other's sensors.
+    """
     if not targets:
         raise HealthError("targets is empty: give at least one node")
     seen = set()
@@ -1005,23 +1292,38 @@ def validate_targets(targets):
             raise HealthError("target %s is listed twice" % name)
         seen.add(name)
         interface = t.get("interface") or "lan"
-        if interface not in ("lan", "local"):
-            raise HealthError("target %s: interface must be lan or local, got %r" % (name, interface))
-        if interface == "lan":
-            if not t.get("address"):
-                raise HealthError("target %s: address is required for interface lan" % name)
-            if not t.get("username"):
-                raise HealthError("target %s: username is required for interface lan" % name)
-            if t.get("password") is None:
-                raise HealthError("target %s: password is required for interface lan "
-                                  "(set it from vault or the environment)" % name)
-            try:
-                port = int(t.get("port") or 623)
-            except (TypeError, ValueError):
-                raise HealthError("target %s: port must be an integer, got %r" % (name, t.get("port")))
-            if not 0 < port < 65536:
-                raise HealthError("target %s: port %d is out of range" % (name, port))
-        out.append(dict(t, interface=interface))
+        entry = dict(t, interface=interface)
+        entry.pop("invalid", None)
+        problem, port = _check_target(name, t, interface)
+        if problem is not None:
+            entry["invalid"] = problem
+        elif interface == "lan":
+            entry["address"] = str(t["address"]).strip()
+            entry["port"] = port
+        out.append(entry)
+    # one BMC, one node: every node that shares a BMC with another is refused, each naming all of them
+    by_bmc = collections.OrderedDict()
+    for entry in out:
+        if entry.get("invalid"):
+            continue
+        if entry["interface"] == "local":
+            key = ("local",)
+        else:
+            key = _bmc_key(entry["address"], entry["port"])
+        by_bmc.setdefault(key, []).append(entry)
+    for key, entries in by_bmc.items():
+        if len(entries) < 2:
+            continue
+        names = _and_join(e["name"] for e in entries)
+        if key == ("local",):
+            reason = ("inventory: %s all read the in-band BMC (/dev/ipmi0) of the host the module runs on; "
+                      "none of them is sampled" % names)
+        else:
+            reason = ("inventory: %s have the same BMC %s:%d; %s sampled (fix bmc_address or bmc_port)"
+                      % (names, entries[0]["address"], entries[0]["port"],
+                         "neither is" if len(entries) == 2 else "none of them is"))
+        for e in entries:
+            e["invalid"] = reason
     return out
 
 
@@ -1042,9 +1344,14 @@ class NodeState:
         self.rules = {}
         self.discrepancies = []
         self.node_error = None
+        self.node_error_pending = False
         self.permanent_error = None
         self.selected = False
+        self.bmc_sensors = None   # how many sensors the BMC has, once its repository is read
         self.reads = 0
+        if target.get("invalid"):
+            # a bad inventory entry: reported unknown, never sampled
+            self.permanent_error = self.node_error = target["invalid"]
 
     def track(self, sensor):
         if sensor not in self.tracks:
@@ -1090,6 +1397,10 @@ def _node_result(state, policy, keep_history):
     node_error = state.permanent_error or state.node_error
     if node_error and not state.tracks:
         result["verdict"] = UNKNOWN
+    # the BMC was read, but the policy watches none of its sensors: no evidence, so not ok
+    watches_nothing = state.selected and not state.rules
+    if watches_nothing:
+        result["verdict"] = UNKNOWN
     result["fired"] = None
     if fired is not None and result["verdict"] in (WARNING, CRITICAL):
         entry = sensors[fired]
@@ -1097,6 +1408,10 @@ def _node_result(state, policy, keep_history):
         result["reason"] = "%s: %s" % (fired, entry["reason"])
     elif node_error and result["verdict"] == UNKNOWN:
         result["reason"] = node_error
+    elif watches_nothing:
+        count = state.bmc_sensors or 0
+        result["reason"] = "no sensor on the BMC matches the health rules (%d sensor%s on the BMC)" % (
+            count, "" if count == 1 else "s")
     elif state.discrepancies:
         result["reason"] = "requested sensors missing on the BMC: %s" % ", ".join(state.discrepancies)
     elif fired is not None:
@@ -1110,15 +1425,21 @@ def _node_result(state, policy, keep_history):
 
 def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=None,
                hysteresis=1, timeout=3.0, parallelism=32, keep_history=False,
-               node_factory=None, pump=None, after_sample=None, clock=time.monotonic, sleep=time.sleep):
+               node_factory=None, pump=None, after_sample=None, clock=time.monotonic, sleep=time.sleep,
+               retry_after=None, retry_max=60.0):
     """Sample every node's sensors and return the per-node verdicts.
 
     Either ``samples`` (a count) or ``window`` (seconds) bounds the run;
     ``stop_on`` (warning/critical) ends it as soon as any node's confirmed
     verdict reaches that level. ``timeout`` is the hard deadline per node and
-    sample. ``node_factory(target)`` makes the node reader and ``pump`` runs
-    one event-loop step (tests inject fakes; the defaults are pyghmi's).
-    ``after_sample(n)`` is called after sample n (1-based), before the pause.
+    sample. A BMC whose login failed is logged into again after
+    ``retry_after`` seconds (default ``max(2 x timeout, 5)``), doubling up to
+    ``retry_max`` (see :class:`Sampler`); until then it is reported unknown
+    with its last error. ``node_factory(target)`` makes the node reader and
+    ``pump`` runs one event-loop step; ``clock`` and ``sleep`` time the run
+    and the sampler (tests inject fakes; a fake ``pump`` must move a fake
+    ``clock`` on). ``after_sample(n)`` is called after sample n (1-based),
+    before the pause.
     """
     targets = validate_targets(targets)
     if hysteresis < 1:
@@ -1131,14 +1452,19 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
         raise HealthError("window must be > 0 seconds, got %r" % window)
     if window is None and samples < 1:
         raise HealthError("samples must be >= 1, got %r" % samples)
+    if retry_after is not None and not retry_after > 0:
+        raise HealthError("retry_after must be > 0 seconds, got %r" % retry_after)
+    if retry_max is None or not retry_max > 0:
+        raise HealthError("retry_max must be > 0 seconds, got %r" % retry_max)
     stop_level = _stop_level(stop_on)
     fixes = None
     if node_factory is None:
         fixes = install_pyghmi_fixes()
     factory = node_factory or make_node
-    readers = [factory(t) for t in targets]
+    readers = [factory(t) for t in targets if not t.get("invalid")]
     states = {t["name"]: NodeState(t, hysteresis) for t in targets}
-    sampler = Sampler(parallelism, timeout, pump=pump)
+    sampler = Sampler(parallelism, timeout, pump=pump, clock=clock, sleep=sleep,
+                      retry_after=retry_after, retry_max=retry_max)
 
     def prepare(reader, descriptions):
         st = states[reader.name]
@@ -1148,6 +1474,7 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
             watched, missing = policy.select(descriptions)
             st.rules = watched
             st.discrepancies = [r.name or r.label for r in missing]
+            st.bmc_sensors = len(descriptions)
             st.selected = True
         reader.select(sorted(st.rules))
 
@@ -1156,7 +1483,7 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     n = 0
     sweep_times = []
     try:
-        while True:
+        while readers:   # no node to sample when every entry is a bad one
             t0 = clock()
             results = sampler.sample(readers, prepare)
             sweep_times.append(clock() - t0)
@@ -1166,7 +1493,11 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
                 st = states[name]
                 st.reads += 1
                 if isinstance(res, NodeUnavailable):
-                    st.node_error = res.reason
+                    if not (res.pending and st.node_error and not st.node_error_pending):
+                        # a login still queued or under way tells nothing new: an earlier
+                        # failure (BMC unreachable, ...) stays the reason
+                        st.node_error = res.reason
+                        st.node_error_pending = res.pending
                     if res.permanent:
                         st.permanent_error = res.reason
                     if res.pending and not st.tracks:
@@ -1198,7 +1529,8 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
             next_at = t0 + interval
             delay = next_at - clock()
             if delay > 0:
-                sleep(delay)
+                # logins and answers no sample waits for go on meanwhile
+                sampler.idle(delay, readers)
     finally:
         sampler.close()
     nodes = {name: _node_result(st, policy, keep_history) for name, st in states.items()}
@@ -1209,9 +1541,9 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
         "samples": n,
         "elapsed": round(clock() - start, 3),
         "sweep_seconds": {
-            "min": round(min(sweep_times), 4),
-            "median": round(sorted(sweep_times)[len(sweep_times) // 2], 4),
-            "max": round(max(sweep_times), 4),
+            "min": round(min(sweep_times), 4) if sweep_times else 0.0,
+            "median": round(sorted(sweep_times)[len(sweep_times) // 2], 4) if sweep_times else 0.0,
+            "max": round(max(sweep_times), 4) if sweep_times else 0.0,
         },
         "stopped_early": stopped_early,
         "pyghmi_fixes": fixes,

@@ -27,7 +27,14 @@ description:
     one (one bad sensor does not abort its node), and every node has a hard deadline per sample,
     so a dead BMC costs at most O(timeout), never pyghmi's own 27 s.
   - A sensor that the policy asks for by exact name but that a BMC does not have is reported as
-    a discrepancy and makes that node V(unknown), not silently ignored.
+    a discrepancy and makes that node V(unknown), not silently ignored. A node whose BMC has no
+    sensor at all that the policy watches (glob or type-only rules that match nothing) is
+    V(unknown) too, never V(ok).
+  - One bad entry in O(targets) does not blind the watch for everyone. A node without a BMC address,
+    user or password, with a bad port, or whose BMC address and port another node also has, is
+    V(unknown) with the reason (naming the node, and for a shared BMC all the nodes that share it)
+    and is not sampled; the other nodes are sampled as usual. Only a list that cannot be used at
+    all (empty, an entry without a name, or a name listed twice) fails the module.
   - The module only reads; it changes nothing, so check mode runs it as usual.
 version_added: "0.1.0"
 author:
@@ -38,28 +45,38 @@ options:
   targets:
     description:
       - The nodes to check, each with its BMC.
+      - Each BMC (O(targets[].address) and O(targets[].port)) may belong to one node only; nodes that
+        share one are all V(unknown) and none of them is sampled, since pft could not tell whose
+        sensors it reads and would evacuate the wrong node.
     type: list
     elements: dict
     required: true
     suboptions:
       name:
-        description: The node's name, used as the key of the result.
+        description:
+          - The node's name, used as the key of the result.
+          - Every entry needs one, and no two entries may have the same; otherwise the module fails.
         type: str
-        required: true
       address:
-        description: The BMC's address. Required for O(targets[].interface=lan).
+        description:
+          - "The BMC's address. Needed for O(targets[].interface=lan); a node without one is
+            V(unknown) (C(inventory: bmc_address is not set for NODE)) and is not sampled."
         type: str
       port:
-        description: The BMC's RMCP+ UDP port.
-        type: int
+        description:
+          - The BMC's RMCP+ UDP port, an integer from 1 to 65535 (a string of digits is accepted).
+          - A node with any other value is V(unknown) and is not sampled.
+        type: raw
         default: 623
       username:
-        description: The BMC user. Defaults to O(username).
+        description:
+          - The BMC user. Defaults to O(username). A LAN node with neither is V(unknown) and is not sampled.
         type: str
       password:
         description:
           - The BMC password. Defaults to O(password). Keep it in vault or the environment;
             it never appears in the module's arguments on the command line or in its result.
+          - A LAN node with neither is V(unknown) and is not sampled.
         type: str
       interface:
         description:
@@ -153,6 +170,12 @@ options:
       - How many BMC logins (and in-band reads) run at once. Readings of logged-in BMCs are all
         in flight together on one event loop regardless. A login still queued when a sample's
         deadline passes makes that node V(unknown) for the sample.
+      - A login that has not completed within O(timeout) no longer counts (its BMC is as good as
+        dead; it is still retried), so BMCs that do not answer cannot keep the others from logging
+        in. Logins wait in line with nodes never tried first, then the least recently tried.
+      - A BMC whose login failed is logged into again only after a backoff (twice O(timeout), at least
+        5 s, doubling up to 60 s; 60 s at once for refused credentials), and no sample waits for such
+        a retry; its node is V(unknown) meanwhile, with the time of the next attempt in its reason.
     type: int
     default: 32
   return_history:
@@ -241,7 +264,10 @@ nodes:
       type: str
       sample: critical
     reason:
-      description: Why, in words.
+      description:
+        - "Why, in words. For a node that was not sampled because of its entry in O(targets), what is
+          wrong with it, for example C(inventory: bmc_address is not set for compute3) or
+          C(inventory: compute1 and compute3 have the same BMC 10.0.0.5:623; neither is sampled ...)."
       type: str
       sample: "CPU1 Temp: 92 >= upper_critical 85"
     fired:
@@ -264,13 +290,15 @@ nodes:
       elements: str
       sample: ["CPU3 Temp"]
     samples:
-      description: Samples taken of this node.
+      description: Samples taken of this node (0 for a node that was not sampled because of its entry).
       type: int
       sample: 7
     error:
-      description: The last node-level error (unreachable, authentication), if the last sample had one.
+      description:
+        - The last node-level error (unreachable, authentication), if the last sample had one, or why
+          the node's entry in O(targets) could not be used.
       type: str
-      returned: when the last sample of the node failed
+      returned: when the last sample of the node failed, or the node was not sampled
       sample: "BMC unreachable: no answer within 3s"
 summary:
   description: Node names by verdict.
@@ -278,7 +306,7 @@ summary:
   type: dict
   sample: {"ok": ["node02"], "warning": [], "critical": ["node01"], "unknown": ["node03"]}
 samples:
-  description: Samples taken.
+  description: Samples taken (0 when no entry of O(targets) could be used).
   returned: always
   type: int
   sample: 7
@@ -320,10 +348,14 @@ RULE_SPEC = dict(
     required=dict(type="bool"),
 )
 
+# Only what makes the whole list unusable fails the module (pft_ipmi.validate_targets says so, by
+# index or name); a bad BMC entry of one node makes that node unknown, so address, port, username
+# and password are not checked here: port is raw so that a mistyped inventory value is that node's
+# problem alone.
 TARGET_SPEC = dict(
-    name=dict(type="str", required=True),
+    name=dict(type="str"),
     address=dict(type="str"),
-    port=dict(type="int", default=623),
+    port=dict(type="raw", default=623),
     username=dict(type="str"),
     password=dict(type="str", no_log=True),
     interface=dict(type="str", choices=["lan", "local"], default="lan"),
