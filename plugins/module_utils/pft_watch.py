@@ -665,7 +665,13 @@ def audit(directory, state, record=None, record_id=None, outcome=None, audit_fil
                             entries.append(json.load(fh))
                     except (OSError, ValueError) as exc:
                         entries.append({"id": fn[:-5], "error": "unreadable journal entry: %s" % exc})
-        return {"changed": False, "pending": entries}
+        for entry in entries:
+            # the run that began it still runs (an operator's evacuate.yml, a watch run in its queue):
+            # in progress, nothing for a later run to finish
+            ctl = entry.get("controller")
+            entry["in_progress"] = bool(isinstance(ctl, dict) and process_alive(ctl))
+        return {"changed": False, "pending": entries,
+                "interrupted": [e for e in entries if not e["in_progress"]]}
     if state == "started":
         rid = record_id or _record_id(record)
         entry = dict(record, id=rid, started=round(now, 3), started_at=iso(now), status="in-progress",

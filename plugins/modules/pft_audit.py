@@ -163,11 +163,19 @@ records:
   sample: [{id: 20261123T130140Z-compute1-a1b2c3, node: compute1, guest: guest1, target: compute3, outcome: migrated,
             migration: {total_s: 41.2}, duration_s: 45.1}]
 pending:
-  description: Journal entries not completed.
+  description:
+    - Journal entries not completed. C(in_progress) is true while the C(ansible-playbook) run that began the entry
+      still runs (an operator's evacuation, a watch run working its queue).
   returned: when state is pending
   type: list
   elements: dict
-  sample: [{id: 20261123T130140Z-compute1-a1b2c3, guest: guest1, node: compute1, status: in-progress}]
+  sample: [{id: 20261123T130140Z-compute1-a1b2c3, guest: guest1, node: compute1, status: in-progress,
+            in_progress: false}]
+interrupted:
+  description: The entries of RV(pending) whose run is gone (C(in_progress) false); what O(state=reconciled) finishes.
+  returned: when state is pending
+  type: list
+  elements: dict
 reconciled:
   description: Per pending entry, where its guest was found and what was done.
   returned: when state is reconciled

@@ -367,3 +367,27 @@ def test_a_prestage_becomes_the_evacuation_with_its_own_purpose(tmp_path):
     assert store.active()["c3"].purpose == "watch-evacuate" and store.active()["c3"].expires == clock.now + 600
     # the operator's evacuation of the same guest is another owner: it never gets the watch's spare
     assert store.reserve(["c3", "c4"], owner_for("c1", "g1", by="operator"), ttl=60)["host"] == "c4"
+
+
+def test_pending_tells_an_evacuation_still_running_from_an_interrupted_one(tmp_path):
+    # an operator's evacuate.yml in progress must not make the watch list every dom0 and wait for
+    # the controller lock it holds (found on the testbed: the watch failed after 60 s)
+    import subprocess
+    import sys
+    from ansible.module_utils import pft_watch
+    d = str(tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    ids = []
+    for node, ctl in (("c1", {"pid": os.getpid(), "start": pft_watch._proc_stat(os.getpid())[1]}),
+                      ("c2", {"pid": gone.pid, "start": 1})):
+        rid = audit(d, "started", record={"node": node, "guest": "g"})["id"]
+        path = os.path.join(d, "journal", rid + ".json")
+        entry = json.load(open(path))
+        with open(path, "w") as fh:
+            json.dump(dict(entry, controller=ctl), fh)
+        ids.append(rid)
+    r1, r2 = ids
+    out = audit(d, "pending")
+    assert {e["id"]: e["in_progress"] for e in out["pending"]} == {r1: True, r2: False}
+    assert [e["id"] for e in out["interrupted"]] == [r2]
