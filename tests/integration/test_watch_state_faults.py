@@ -16,7 +16,6 @@ import sys
 import pytest
 import yaml
 
-from ansible.module_utils.testing import patch_module_args
 from ansible.module_utils.pft_watch import audit, quarantine, read_audit
 from ansible.module_utils.pft_reservation import ReservationStore
 
@@ -26,6 +25,7 @@ import pft_watch_decide
 import spare_reservation
 
 from pft_paths import REPO
+from pft_module_run import run_module
 
 pytestmark = pytest.mark.integration
 
@@ -76,17 +76,6 @@ def fill(path):
     finally:
         os.close(fd)
     return filler
-
-
-def run_module(module, args, capsys, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            module.main()
-    result = json.loads(capsys.readouterr().out)
-    result["rc"] = exc.value.code
-    return result
 
 
 def no_temporaries(path):

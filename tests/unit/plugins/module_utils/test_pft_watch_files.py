@@ -10,7 +10,6 @@ import os
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 from ansible.module_utils import pft_reservation, pft_watch
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore
 from ansible.module_utils.pft_watch import StateDir, WatchError, audit, read_audit
@@ -20,6 +19,7 @@ import pft_quarantine
 import pft_watch_decide
 import pft_watch_select
 import spare_reservation
+from pft_module_run import run_module
 
 REAL_WRITE = os.write
 
@@ -235,15 +235,6 @@ def test_reservation_write_error_is_named_and_the_directory_is_fsynced(tmp_path,
 
 
 # -- the modules: a clean failure whatever the exception --------------------------------------------
-def run_module(module, args, capsys):
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            module.main()
-    result = json.loads(capsys.readouterr().out)
-    result["rc"] = exc.value.code
-    return result
-
-
 HEALTH = {"nodes": {"c1": {"verdict": "critical", "reason": "CPU1 Temp: 92 >= 85",
                            "sensors": {"CPU1 Temp": {"verdict": "critical", "value": 92.0}}}}}
 

@@ -3,18 +3,17 @@
 Ganglia is a loopback socket serving generated XML here; tests/integration
 runs the same modules against real gmond and through ansible-playbook.
 """
-import json
 import os
 import socket
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 import ganglia_metric
 import ganglia_placement_info
 import ganglia_target_info
 import spare_reservation
+from pft_module_run import run_module
 
 XML = b"""<?xml version="1.0" encoding="ISO-8859-1" standalone="yes"?>
 <GANGLIA_XML VERSION="3.7.2" SOURCE="gmond">
@@ -41,17 +40,6 @@ def xml_server(xml_replay_server):
     """Loopback server answering every connection with the XML above."""
     xml_replay_server["data"] = XML
     return xml_replay_server
-
-
-def run_module(module, args, capsys, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            module.main()
-    result = json.loads(capsys.readouterr().out)
-    result["rc"] = exc.value.code
-    return result
 
 
 def dead_endpoint():

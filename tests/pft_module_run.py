@@ -1,0 +1,18 @@
+"""Run a module's main() in-process, as Ansible would, and return its JSON result with its exit code."""
+import json
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+
+
+def run_module(module, args, capsys, check_mode=False):
+    """``module`` is the imported module file; ``capsys`` pytest's fixture. Adds ``rc`` to the result."""
+    if check_mode:
+        args = dict(args, _ansible_check_mode=True)
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exc:
+            module.main()
+    result = json.loads(capsys.readouterr().out)
+    result["rc"] = exc.value.code
+    return result
