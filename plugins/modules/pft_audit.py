@@ -207,10 +207,9 @@ msg:
   sample: audit record 20261123T130140Z-compute1-a1b2c3 written (migrated)
 """
 
-import errno  # noqa: E402
-import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, audit, reconcile  # noqa: E402
 
 
@@ -256,16 +255,8 @@ def main():
                 out["msg"] = "%s %s (%s)" % ({"started": "journaled", "completed": "audit record written",
                                               "event": "audit record written"}[p["state"]], out["id"],
                                              p["outcome"] or p["state"])
-    except WatchError as exc:
-        module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg="%s: %s%s [%s]" % ("pft_audit", "%s: " % exc.filename if exc.filename else "",
-                                                exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)),
-                         exception=traceback.format_exc())
-    except Exception as exc:  # anything else is a bug: say where, with the traceback
-        module.fail_json(msg="internal error in %s: %s: %s" % ("pft_audit", type(exc).__name__,
-                                                             (str(exc).splitlines() or [""])[0]),
-                         exception=traceback.format_exc())
+    except Exception as exc:  # every failure is one clean message naming what is at fault
+        fail(module, 'pft_audit', exc, clean=(WatchError,))
     module.exit_json(**out)
 
 

@@ -84,9 +84,8 @@ msg:
   type: str
 """
 
-import traceback  # noqa: E402
-
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_lease import acquire, release  # noqa: E402
 from ansible.module_utils.pft_watch import STATE_ARGS, WatchError  # noqa: E402
 
@@ -112,10 +111,8 @@ def main():
         else:
             out = release(p["state_dir"], dry_run=module.check_mode, lock_timeout=p["lock_timeout"])
             msg = "controller lock given back" if out["changed"] else "this run did not hold the controller lock"
-    except WatchError as exc:
-        module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg="state directory %s: %s" % (p["state_dir"], exc), exception=traceback.format_exc())
+    except Exception as exc:  # every failure is one clean message naming what is at fault
+        fail(module, "pft_lock", exc, clean=(WatchError,))
     module.exit_json(msg=msg, **out)
 
 

@@ -116,10 +116,9 @@ msg:
   sample: compute1 returned to service
 """
 
-import errno  # noqa: E402
-import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, quarantine  # noqa: E402
 
 
@@ -144,16 +143,8 @@ def main():
         out = quarantine(p["state_dir"], p["state"], node=p["node"], reason=p["reason"], record=p["record"],
                          flap_window=p["flap_window"], flap_limit=p["flap_limit"], force=p["force"],
                          dry_run=module.check_mode, lock_timeout=p["lock_timeout"])
-    except WatchError as exc:
-        module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg="%s: %s%s [%s]" % ("pft_quarantine", "%s: " % exc.filename if exc.filename else "",
-                                                exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)),
-                         exception=traceback.format_exc())
-    except Exception as exc:  # anything else is a bug: say where, with the traceback
-        module.fail_json(msg="internal error in %s: %s: %s" % ("pft_quarantine", type(exc).__name__,
-                                                             (str(exc).splitlines() or [""])[0]),
-                         exception=traceback.format_exc())
+    except Exception as exc:  # every failure is one clean message naming what is at fault
+        fail(module, 'pft_quarantine', exc, clean=(WatchError,))
     if out["held"] and p["fail_on_held"]:
         module.fail_json(**out)
     module.exit_json(**out)

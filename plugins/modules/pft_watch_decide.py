@@ -160,10 +160,9 @@ summary:
   sample: {evacuate: [compute1], prestage: [], release: [], alert: [compute1]}
 """
 
-import errno  # noqa: E402
-import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_reservation import ReservationError  # noqa: E402
 from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, run_decide  # noqa: E402
 
@@ -193,16 +192,8 @@ def main():
                           prestage_on=p["prestage_on"], evacuate_on=p["evacuate_on"],
                           realert_after=p["realert_after"], history_len=p["history_len"],
                           policy_id=p["policy_id"], sensor_forget_after=p["sensor_forget_after"])
-    except (WatchError, ReservationError) as exc:
-        module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg="%s: %s%s [%s]" % ("pft_watch_decide", "%s: " % exc.filename if exc.filename else "",
-                                                exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)),
-                         exception=traceback.format_exc())
-    except Exception as exc:  # anything else is a bug: say where, with the traceback
-        module.fail_json(msg="internal error in %s: %s: %s" % ("pft_watch_decide", type(exc).__name__,
-                                                             (str(exc).splitlines() or [""])[0]),
-                         exception=traceback.format_exc())
+    except Exception as exc:  # every failure is one clean message naming what is at fault
+        fail(module, 'pft_watch_decide', exc, clean=(WatchError, ReservationError))
     module.exit_json(changed=False, **plan)
 
 

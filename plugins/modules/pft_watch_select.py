@@ -201,10 +201,9 @@ endpoint_errors:
   elements: str
 """
 
-import errno  # noqa: E402
-import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_ganglia import (  # noqa: E402
     DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, RANK_ARGS, READ_ARGS, check_read_args, criteria_from_params)
 from ansible.module_utils.pft_select import select_work  # noqa: E402
@@ -251,16 +250,8 @@ def main():
                           journal=p["journal"], dry_run=module.check_mode, lock_timeout=p["lock_timeout"],
                           by=p["by"],
                           timeout=p["timeout"], max_bytes=p["max_bytes"], default_port=p["default_port"])
-    except WatchError as exc:
-        module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg="%s: %s%s [%s]" % ("pft_watch_select", "%s: " % exc.filename if exc.filename else "",
-                                                exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)),
-                         exception=traceback.format_exc())
-    except Exception as exc:  # anything else is a bug: say where, with the traceback
-        module.fail_json(msg="internal error in %s: %s: %s" % ("pft_watch_select", type(exc).__name__,
-                                                             (str(exc).splitlines() or [""])[0]),
-                         exception=traceback.format_exc())
+    except Exception as exc:  # every failure is one clean message naming what is at fault
+        fail(module, 'pft_watch_select', exc, clean=(WatchError,))
     out["msg"] = "%d guest(s) to act on%s%s" % (
         len(out["selected"]), "; no target for %s" % ", ".join("%s of %s" % (m["guest"], m["node"])
                                                              for m in out["no_target"]) if out["no_target"] else "",

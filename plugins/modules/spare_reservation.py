@@ -160,10 +160,9 @@ msg:
   sample: node07 reserved for evacuate-node03 until 2026-11-23T11:10:00Z
 """
 
-import errno  # noqa: E402
-import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore  # noqa: E402
 
 
@@ -213,16 +212,8 @@ def main():
             result = dict(changed=bool(removed), reclaimed=removed,
                           msg="reclaimed %d expired reservation(s)" % len(removed))
         result["reservations"] = _live(store)
-    except ReservationError as exc:
-        module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg="%s: %s%s [%s]" % ("spare_reservation", "%s: " % exc.filename if exc.filename else "",
-                                                exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)),
-                         exception=traceback.format_exc())
-    except Exception as exc:  # anything else is a bug: say where, with the traceback
-        module.fail_json(msg="internal error in %s: %s: %s" % ("spare_reservation", type(exc).__name__,
-                                                             (str(exc).splitlines() or [""])[0]),
-                         exception=traceback.format_exc())
+    except Exception as exc:  # every failure is one clean message naming what is at fault
+        fail(module, 'spare_reservation', exc, clean=(ReservationError,))
     module.exit_json(**result)
 
 

@@ -1,0 +1,31 @@
+# -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""How a pft module fails on any error: one clean message that names what is at fault.
+
+The watch alerts with the first line of a failed step's message, so a bare traceback (a full disk,
+a corrupt state file, a bug) would reach the admin as noise, or not at all.
+"""
+from __future__ import annotations
+
+import errno
+import traceback
+
+
+def fail(module, name, exc, clean=()):
+    """``module.fail_json`` for ``exc``, raised in module ``name``.
+
+    * ``clean`` types (pft's own errors, whose text names the node, file or directory at fault):
+      their message as it is;
+    * an ``OSError``: the file and the cause with its errno name (``No space left on device [ENOSPC]``);
+    * anything else is a bug: ``internal error in <name>: <Type>: <first line>``.
+
+    The last two carry the traceback in ``exception`` (shown with ``-vvv``)."""
+    if isinstance(exc, clean):
+        module.fail_json(msg=str(exc))
+    if isinstance(exc, OSError):
+        msg = "%s: %s%s [%s]" % (name, "%s: " % exc.filename if exc.filename else "", exc.strerror or exc,
+                                 errno.errorcode.get(exc.errno, exc.errno))
+    else:
+        msg = "internal error in %s: %s: %s" % (name, type(exc).__name__, (str(exc).splitlines() or [""])[0])
+    module.fail_json(msg=msg, exception=traceback.format_exc())
