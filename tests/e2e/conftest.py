@@ -95,20 +95,26 @@ _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\
 
 
 def _site_order(item):
+    """0: not an e2e test; 1: plain-testbed e2e tests; 2: test_site.py; 3: the other site users.
+
+    The tests that need no testbed run first: once it is up, its five TCG VMs take most of the two
+    cores even when idle, and the unit and integration tests (timing-sensitive ones among them)
+    would run slower beside them."""
     here = os.path.dirname(os.path.abspath(__file__))
     if not str(item.fspath).startswith(here + os.sep):
         return 0
     names = getattr(item, "fixturenames", ())
     if "site_cluster" not in names and "xen_cluster" not in names:
-        return 0
-    return 1 if os.path.basename(str(item.fspath)) == "test_site.py" else 2
+        return 1
+    return 2 if os.path.basename(str(item.fspath)) == "test_site.py" else 3
 
 
 def _order_site_items(items):
-    """Called by pytest_collection_modifyitems above: plain-testbed tests, test_site.py, other site users."""
+    """Called by pytest_collection_modifyitems above: tests without a testbed, plain-testbed tests,
+    test_site.py, other site users."""
     items[:] = sorted(items, key=_site_order)        # stable: the order within each class is kept
     for item in items:
-        if _site_order(item) and item.get_closest_marker("timeout") is None:
+        if _site_order(item) >= 2 and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(SITE_TIMEOUT))
 
 
