@@ -12,9 +12,9 @@ import tempfile
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 import pft_alert
+from pft_module_run import run_module as run_module_main
 
 
 @pytest.fixture
@@ -39,14 +39,7 @@ def closed_port():
 
 
 def run(args, capsys, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            pft_alert.main()
-    result = json.loads(capsys.readouterr().out)
-    result["rc"] = exc.value.code
-    return result
+    return run_module_main(pft_alert, args, capsys, check_mode)
 
 
 def received(sock):

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 import pft_watch_select
+from pft_module_run import run_module as run_module_main
 
 METRIC = '<METRIC NAME="%s" VAL="%s" TYPE="%s" UNITS="" TN="1" TMAX="60" DMAX="0" SLOPE="both"/>\n'
 
@@ -35,14 +35,7 @@ WORK = [{"node": "n1", "action": "evacuate",
 
 
 def run_module(args, capsys, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            pft_watch_select.main()
-    result = json.loads(capsys.readouterr().out)
-    result["rc"] = exc.value.code
-    return result
+    return run_module_main(pft_watch_select, args, capsys, check_mode)
 
 
 @pytest.fixture
