@@ -306,7 +306,8 @@ def test_controller_lock_makes_a_second_run_wait_then_names_the_holder(tmp_path)
 
 def test_controller_lock_of_a_killed_run_is_taken_over(tmp_path):
     state = str(tmp_path / "state")
-    dead = lock_run(tmp_path, state, "evacuate.yml of c1", hold=300, lock_wait=1)
+    # hold is short: ansible-playbook's forked worker outlives the SIGKILL of its group and sleeps it out
+    dead = lock_run(tmp_path, state, "evacuate.yml of c1", hold=20, lock_wait=1)
     held = wait_held(state)
     os.killpg(dead.pid, signal.SIGKILL)
     dead.wait()
