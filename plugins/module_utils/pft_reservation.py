@@ -182,7 +182,7 @@ class ReservationStore:
                     os.unlink(tmp)
                 except FileNotFoundError:
                     pass
-            _sync_dir(self.directory)
+            sync_dir(self.directory)
         except OSError as exc:
             raise ReservationError("reservation directory %s: cannot write %s: %s [%s]"
                                    % (self.directory, os.path.basename(final), exc.strerror or exc,
@@ -277,7 +277,7 @@ class ReservationStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, final)
-            _sync_dir(self.directory)
+            sync_dir(self.directory)
         except OSError as exc:
             try:
                 os.unlink(tmp)
@@ -346,7 +346,7 @@ class ReservationStore:
             self._unlock(fd)
 
 
-def _sync_dir(directory):
+def sync_dir(directory):
     """fsync a directory, so that a file just linked or renamed into it survives a crash."""
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -168,15 +168,11 @@ class StateDir:
 
     def sync_dir(self, directory):
         """fsync ``directory``, so that a rename, a new file or an unlink in it survives a crash."""
+        from ansible.module_utils.pft_reservation import sync_dir
         try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            sync_dir(directory)
         except OSError as exc:
-            if exc.errno != errno.EINVAL:      # EINVAL: a file system that cannot sync a directory
-                raise self.error("fsync the directory", directory, exc)
+            raise self.error("fsync the directory", directory, exc)
 
     def remove(self, name):
         """Delete ``name`` (a journal entry) durably; a missing file is not an error."""
