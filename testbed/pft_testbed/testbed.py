@@ -271,12 +271,26 @@ class Testbed:
                   os.path.join(d, "disk.qcow2")])
 
     def _write_start_script(self, node):
-        argv = ["exec", "ip", "netns", "exec", self.netns] + self.qemu_argv(node)
-        with open(os.path.join(self.node_dir(node), "start.sh"), "w") as f:
+        """start.sh, which the node's BMC runs at every chassis power on.
+
+        A file ``resume`` in the node's directory makes the next power on, and only that one, load a
+        kept snapshot instead of booting: it holds the extra QEMU arguments (``-loadvm NAME``, maybe
+        ``-S``) and is renamed before QEMU starts, so a later power on boots from the disk again."""
+        d = self.node_dir(node)
+        argv = ["ip", "netns", "exec", self.netns] + self.qemu_argv(node)
+        cmd = " ".join(shlex.quote(a) for a in argv)
+        resume = shlex.quote(os.path.join(d, "resume"))
+        with open(os.path.join(d, "start.sh"), "w") as f:
             f.write("# Started by the node's BMC (ipmi_sim startcmd) at chassis power on.\n")
             f.write(f'echo "=== pft testbed: node {node} powered on $(date +%T) ===" >> '
-                    f"{shlex.quote(self.node_dir(node))}/console.log\n")
-            f.write(" ".join(shlex.quote(a) for a in argv) + "\n")
+                    f"{shlex.quote(d)}/console.log\n")
+            f.write(f"if [ -f {resume} ]; then\n"
+                    f"    extra=$(cat {resume}); mv -f {resume} {resume}.used\n"
+                    f'    echo "=== pft testbed: resuming from the kept snapshot ($extra) ===" >> '
+                    f"{shlex.quote(d)}/console.log\n"
+                    f"    exec {cmd} $extra\n"
+                    "fi\n")
+            f.write(f"exec {cmd}\n")
 
     def qemu_argv(self, node):
         p = self.plan
@@ -486,6 +500,179 @@ class Testbed:
     def write_inventory(self, directory):
         return inventory.write_inventory(directory, self.plan, self.key_file, config.BMC_USERNAME,
                                          self.state["bmc_password"])
+
+    # -- kept snapshots (pft_testbed.kept) --------------------------------------
+    def monitor(self, node, command, timeout=60.0):
+        """One command on the node's QEMU monitor (HMP); its output."""
+        from pft_testbed.monitor import hmp
+        return hmp(os.path.join(self.node_dir(node), "monitor.sock"), command, timeout=timeout,
+                   what=f"node {node}: QEMU monitor {command!r}")
+
+    def _domus(self, node):
+        """Names of the Xen guests running on a node (empty on a node without Xen)."""
+        proc = self.ssh(node, "command -v xl >/dev/null && xl list || true", timeout=120)
+        return [line.split()[0] for line in proc.stdout.splitlines()[1:]
+                if line.split() and line.split()[0] != "Domain-0"]
+
+    def keep(self, kept, meta=None):
+        """Save every node, disk and RAM, into the kept cluster `kept` (a kept.KeptCluster).
+
+        Two QEMU internal snapshots per node, copied with its disk into ``kept.path``:
+
+        * ``kept.SNAPSHOT``: all nodes paused first, then saved, so the cluster is one consistent
+          cut (what :meth:`restore` loads: the converged cluster, guests running);
+        * ``kept.RESET``: the node with its Xen guests paused (``xl pause``), for
+          :meth:`reset_node`, which destroys them at once: a node back from a reset runs no guest.
+
+        Returns the seconds taken. The nodes run on afterwards, as before."""
+        from pft_testbed import kept as keptmod
+        started = time.monotonic()
+        names = [n.name for n in self.nodes]
+        down = [n for n in names if not self.node_running(n)]
+        if down:
+            raise TestbedError(f"keep: node(s) {', '.join(down)} not running")
+        domus = {n: self._domus(n) for n in names}
+        tmp = kept.path + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp, mode=0o700)
+        self.progress(f"keep: saving {len(names)} nodes as kept cluster {kept.key} (guests: {domus})")
+        self._pause_and(names, lambda n: self._savevm(n, keptmod.SNAPSHOT))
+        for n in names:
+            if domus[n]:
+                self.ssh(n, " && ".join(f"xl pause {shlex.quote(g)}" for g in domus[n]), timeout=120)
+            try:
+                self._savevm(n, keptmod.RESET)
+            finally:
+                if domus[n]:
+                    self.ssh(n, " ; ".join(f"xl unpause {shlex.quote(g)}" for g in domus[n]), timeout=120)
+        # the copies, with every node paused: a running QEMU rewrites its qcow2's tables
+        self._pause_and(names, lambda n: host.run(
+            ["cp", "--sparse=always", os.path.join(self.node_dir(n), "disk.qcow2"), os.path.join(tmp, f"{n}.qcow2")]))
+        for n in names:
+            listing = host.run(["qemu-img", "snapshot", "-l", os.path.join(tmp, f"{n}.qcow2")]).stdout
+            missing = [t for t in (keptmod.SNAPSHOT, keptmod.RESET) if t not in listing]
+            if missing:
+                raise TestbedError(f"keep: node {n}'s copied disk lacks the snapshot(s) {missing}")
+        shutil.copyfile(self.key_file, os.path.join(tmp, "id_ed25519"))
+        shutil.copyfile(self.key_file + ".pub", os.path.join(tmp, "id_ed25519.pub"))
+        os.chmod(os.path.join(tmp, "id_ed25519"), 0o600)
+        record = dict(meta or {}, key=kept.key, plan=self.state["plan"], image=self.state["image"],
+                      guests=domus, kept_at=time.time(), testbed=self.name)
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(record, f, indent=2)
+        shutil.rmtree(kept.path, ignore_errors=True)
+        os.replace(tmp, kept.path)
+        self.state["kept"] = kept.key
+        self._save()
+        took = time.monotonic() - started
+        self.progress(f"keep: kept cluster {kept.key} saved in {took:.0f} s ({kept.path})")
+        return took
+
+    def _savevm(self, node, name):
+        out = self.monitor(node, f"savevm {name}", timeout=900)
+        if out:
+            raise TestbedError(f"node {node}: savevm {name}: {out}")
+
+    def _pause_and(self, names, action):
+        """Pause every node, run action(node) for each, then let them all run again."""
+        paused = []
+        try:
+            for n in names:
+                self.monitor(n, "stop")
+                paused.append(n)
+            for n in names:
+                action(n)
+        finally:
+            for n in paused:
+                self.monitor(n, "cont")
+
+    def _load_kept(self, node, kept, snapshot, paused=False):
+        """Power the node off, give it the kept disk, and power it on into `snapshot`."""
+        if self.node_running(node):
+            self.kill(node)
+        disk = os.path.join(self.node_dir(node), "disk.qcow2")
+        tmp = disk + ".tmp"
+        host.run(["cp", "--sparse=always", kept.disk(node), tmp])
+        os.replace(tmp, disk)
+        with open(os.path.join(self.node_dir(node), "resume"), "w") as f:
+            f.write(("-S " if paused else "") + f"-loadvm {snapshot}\n")
+        self.start_node(node)
+
+    def _adopt_kept_key(self, kept):
+        """The kept nodes trust the kept cluster's ssh key: the testbed uses it from now on."""
+        for suffix in ("", ".pub"):
+            shutil.copyfile(kept.key_file + suffix, self.key_file + suffix)
+        os.chmod(self.key_file, 0o600)
+        for n in self.nodes:
+            self._write_start_script(n.name)      # the SMBIOS identity carries the public key
+
+    def _after_resume(self, names):
+        """A resumed node's clock is the one it had when it was kept: set it to now, in dom0 (Xen
+        takes dom0's time as its wall clock) or on the bare node."""
+        self.wait_ssh(names, timeout=300)
+        for n in names:
+            self.ssh(n, f"date -u -s @{int(time.time())} >/dev/null", timeout=60)
+
+    def restore(self, kept):
+        """Load the kept cluster `kept` into this testbed: every node as it was kept.
+
+        The testbed must be up, with the plan the cluster was kept from (kept.converge_key has the
+        plan in it, so a key match guarantees it). Returns the seconds taken."""
+        from pft_testbed import kept as keptmod
+        started = time.monotonic()
+        meta = kept.meta()
+        if meta.get("plan") != self.state["plan"]:
+            raise TestbedError(f"kept cluster {kept.key} was kept from another plan than testbed {self.name}'s")
+        names = [n.name for n in self.nodes]
+        self.progress(f"restore: loading kept cluster {kept.key} (kept {time.ctime(meta.get('kept_at', 0))})")
+        for n in names:
+            if self.node_running(n):
+                self.kill(n)
+        self._adopt_kept_key(kept)
+        for n in names:
+            self._load_kept(n, kept, keptmod.SNAPSHOT)
+        self._after_resume(names)
+        self.state["kept"] = kept.key
+        self._save()
+        kept.touch()
+        took = time.monotonic() - started
+        self.progress(f"restore: kept cluster {kept.key} loaded in {took:.0f} s")
+        return took
+
+    def reset_node(self, node, timeout=300):
+        """Bring a node back as a freshly converged one, running no guest, in seconds.
+
+        With a kept cluster (:meth:`keep` or :meth:`restore` in this testbed's life) the node loads
+        its reset snapshot: Xen and dom0 up, its Xen guests of that moment paused, then destroyed
+        here before anything else runs. Its BMC's sensors go back to nominal and its BMC answers.
+        Without one, it boots from its own disk (a full boot under TCG). Returns
+        {"node", "how": "snapshot" or "boot", "seconds"}."""
+        from pft_testbed import kept as keptmod
+        started = time.monotonic()
+        key = self.state.get("kept")
+        kept = keptmod.KeptCluster(key, self.cache_dir) if key else None
+        if kept is None or not os.path.exists(kept.disk(node)):
+            self.progress(f"reset {node}: no kept cluster: a full boot")
+            if self.node_running(node):
+                self.kill(node)
+            self.cool(node)
+            self.start_node(node)
+            self.wait_ssh([node], timeout=max(timeout, BOOT_TIMEOUT))
+            how = "boot"
+        else:
+            self.cool(node)
+            self._load_kept(node, kept, keptmod.RESET)
+            self._after_resume([node])
+            paused = kept.meta().get("guests", {}).get(node, [])
+            for guest in paused:
+                self.ssh(node, f"xl destroy {shlex.quote(guest)}", timeout=120)
+            left = self._domus(node)
+            if left:
+                raise TestbedError(f"reset {node}: guests still there after the reset: {left}")
+            how = "snapshot"
+        took = time.monotonic() - started
+        self.progress(f"reset {node}: back by {how} in {took:.0f} s")
+        return {"node": node, "how": how, "seconds": round(took, 1)}
 
     # -- down -----------------------------------------------------------------
     def _our_processes(self):

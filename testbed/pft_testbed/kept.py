@@ -1,0 +1,228 @@
+"""Kept clusters: a converged testbed's nodes, saved once and loaded again instead of a converge.
+
+A converge of ``playbooks/site.yml`` from bare nodes costs 20-40 min under TCG. Its result only
+changes when one of its inputs does, so after a converge (and its idempotent second run) pass,
+the e2e suite keeps each node's whole state, disk and RAM, as one QEMU internal snapshot
+(``savevm``) in a copy of the node's qcow2. The next session whose inputs hash to the same key
+loads those snapshots (``-loadvm``) instead of converging, and runs ``site.yml`` once to show that
+it changes nothing.
+
+Layout (``<cache>/kept/<key>/``)::
+
+    meta.json        the key's inputs, the testbed plan, the BMC password, when and how long
+    id_ed25519{,.pub} the testbed's ssh key (the nodes' authorized_keys hold its public half)
+    <node>.qcow2     the node's disk over the base image, with the snapshot SNAPSHOT inside
+
+The key (:func:`converge_key`) hashes everything the converge reads: the roles, the playbooks,
+pft's modules and module_utils, the testbed site inventory, ansible.cfg, the pinned package lists,
+the base image, the testbed code that shapes a node (image, identity, QEMU command line,
+inventory), the testbed's plan (names, addresses, MACs, memory) and the ansible-core version.
+Files the converge makes on the controller and reuses (the cluster's migration key) are not in
+the key: :func:`KeptCluster.valid` compares them with the ones recorded when the cluster was kept.
+"""
+import hashlib
+import json
+import os
+import shutil
+import time
+
+from pft_testbed.errors import TestbedError
+from pft_testbed.image import default_cache_dir
+
+SNAPSHOT = "pft-kept"          # the whole cluster at one cut: Testbed.restore loads it
+RESET = "pft-reset"             # a node with its guests paused: Testbed.reset_node loads it, destroys them
+KEEP_LAST = 2                   # kept clusters on disk (each about 5 x 1.5 GB); older ones are removed
+FORMAT = 1                      # bump when the layout changes: old kept clusters then never match
+
+# What the converge reads, relative to the repository. Directories are hashed file by file
+# (relative path, mode and contents); a symlink by its target.
+REPO_INPUTS = (
+    "roles",
+    "playbooks",
+    "plugins/modules",
+    "plugins/module_utils",
+    "library",
+    "inventory/testbed-site",
+    "ansible.cfg",
+    "requirements-apt.txt",
+    "requirements.txt",
+    "requirements.yml",
+)
+# The testbed code that shapes a node: its image, identity, QEMU command line, inventory.
+TESTBED_INPUTS = (
+    "testbed/pft_testbed/image.py",
+    "testbed/pft_testbed/imagefiles",
+    "testbed/pft_testbed/config.py",
+    "testbed/pft_testbed/testbed.py",
+    "testbed/pft_testbed/inventory.py",
+    "testbed/pft_testbed/kept.py",
+)
+IGNORED_NAMES = ("__pycache__", ".pytest_cache")
+
+
+def _digest_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_entries(repo, rel):
+    """[(relative path, kind, mode, digest)] of a file or directory under repo, sorted.
+
+    A missing input is an entry too (kind "missing"), so that creating it changes the key."""
+    top = os.path.join(repo, rel)
+    if os.path.islink(top):
+        return [(rel, "link", 0, os.readlink(top))]
+    if os.path.isfile(top):
+        return [(rel, "file", os.stat(top).st_mode & 0o7777, _digest_file(top))]
+    if not os.path.isdir(top):
+        return [(rel, "missing", 0, "")]
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_NAMES)
+        for name in sorted(filenames):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = os.path.join(dirpath, name)
+            relpath = os.path.relpath(path, repo)
+            if os.path.islink(path):
+                entries.append((relpath, "link", 0, os.readlink(path)))
+            else:
+                entries.append((relpath, "file", os.stat(path).st_mode & 0o7777, _digest_file(path)))
+    return entries
+
+
+def converge_inputs(repo, plan, image, ansible_version, extra=None):
+    """Everything that decides what a converge of the testbed makes, as a JSON-able dict.
+
+    ``plan``: the testbed's plan as a dict (``Plan.to_dict()``); ``image``: the base image's path
+    (its directory name is the image's own input hash); ``extra``: anything else the caller's
+    converge depends on (e.g. extra-vars)."""
+    files = []
+    for rel in REPO_INPUTS + TESTBED_INPUTS:
+        files.extend(tree_entries(repo, rel))
+    return {
+        "format": FORMAT,
+        "files": files,
+        "plan": plan,
+        "image": os.path.basename(os.path.dirname(image)) + "/" + os.path.basename(image),
+        "ansible": ansible_version,
+        "extra": extra or {},
+    }
+
+
+def converge_key(inputs):
+    """Short stable hash of :func:`converge_inputs`: the kept cluster's directory name."""
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()[:20]
+
+
+def kept_root(cache_dir=None):
+    return os.path.join(cache_dir or default_cache_dir(), "kept")
+
+
+class KeptCluster:
+    """One kept cluster on disk: ``<cache>/kept/<key>/``."""
+
+    def __init__(self, key, cache_dir=None):
+        self.key = key
+        self.root = kept_root(cache_dir)
+        self.path = os.path.join(self.root, key)
+        self.meta_file = os.path.join(self.path, "meta.json")
+
+    def disk(self, node):
+        return os.path.join(self.path, f"{node}.qcow2")
+
+    @property
+    def key_file(self):
+        return os.path.join(self.path, "id_ed25519")
+
+    def meta(self):
+        with open(self.meta_file) as f:
+            return json.load(f)
+
+    def exists(self):
+        return os.path.exists(self.meta_file)
+
+    def valid(self, plan_nodes, requires_now):
+        """(True, "") if the kept cluster can replace a converge, else (False, why).
+
+        ``plan_nodes``: node names the testbed has; ``requires_now``: {path: digest or None} of the
+        controller files the converge reuses (see :func:`controller_files`)."""
+        if not self.exists():
+            return False, f"no kept cluster {self.key}"
+        try:
+            meta = self.meta()
+        except (OSError, ValueError) as exc:
+            return False, f"unreadable {self.meta_file}: {exc}"
+        missing = [n for n in plan_nodes if not os.path.exists(self.disk(n))]
+        if missing:
+            return False, f"kept cluster {self.key} lacks the disks of {', '.join(missing)}"
+        if not os.path.exists(self.key_file):
+            return False, f"kept cluster {self.key} lacks its ssh key"
+        kept_requires = meta.get("requires", {})
+        for path, digest in sorted(kept_requires.items()):
+            if requires_now.get(path) != digest:
+                return False, (f"{path} changed since the cluster was kept (the kept nodes trust the old "
+                               "one): converge again")
+        return True, ""
+
+    def touch(self):
+        """Mark as used (the pruning keeps the most recently used)."""
+        os.utime(self.meta_file)
+
+
+def controller_files(cluster_name, home=None):
+    """{path: digest or None} of what a converge makes on the controller and later runs reuse.
+
+    The kept nodes depend on them: they trust the cluster's migration key pair
+    (``~/.cache/pft/keys/<cluster>-migration``), and a run of site.yml compares the nodes' guest
+    kernel and initrd (staged in ``~/.cache/pft/guest-boot/<cluster>``) and the xl progress shim
+    (``~/.cache/pft/shim``) with the controller's copies. If any changed, a run over the kept
+    nodes would change them: the kept cluster is not valid then."""
+    base = os.path.join(home or os.path.expanduser("~"), ".cache", "pft")
+    out = {}
+    for rel in (f"keys/{cluster_name}-migration", f"keys/{cluster_name}-migration.pub",
+                f"guest-boot/{cluster_name}", "shim"):
+        path = os.path.join(base, rel)
+        if not os.path.exists(path):
+            out[path] = None
+            continue
+        h = hashlib.sha256()
+        for entry in tree_entries(base, rel):
+            h.update(json.dumps(entry).encode())
+        out[path] = h.hexdigest()
+    return out
+
+
+def prune(cache_dir=None, keep=KEEP_LAST, progress=print):
+    """Remove all but the `keep` most recently used kept clusters, and half-written ones."""
+    root = kept_root(cache_dir)
+    if not os.path.isdir(root):
+        return []
+    entries = []
+    removed = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        meta = os.path.join(path, "meta.json")
+        if name.endswith(".tmp") or not os.path.exists(meta):
+            # a keep that died half way (or one running now: those are younger than an hour)
+            if time.time() - os.stat(path).st_mtime > 3600:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+            continue
+        entries.append((os.stat(meta).st_mtime, name))
+    for _, name in sorted(entries, reverse=True)[keep:]:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed.append(name)
+    for name in removed:
+        progress(f"kept cluster {name}: removed (only the {keep} most recently used are kept)")
+    return removed
+
+
+def check_key(key):
+    if not key or not all(c in "0123456789abcdef" for c in key):
+        raise TestbedError(f"not a kept-cluster key: {key!r}")
+    return key

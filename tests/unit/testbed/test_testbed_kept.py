@@ -1,0 +1,212 @@
+"""The kept-cluster key and store (pft_testbed.kept) and the one-shot resume of a node's start.sh.
+
+The key must change whenever anything the converge reads changes (a kept cluster from other inputs
+would pass off an old converge as this one), and stay put when only unrelated files change (or
+every run converges again)."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from pft_paths import REPO
+from pft_testbed import config, kept
+from pft_testbed.testbed import Testbed
+
+PLAN = config.plan("e2e", 3, compute=4, spares=2).to_dict()
+IMAGE = "/cache/images/91f47029e659f473/base.qcow2"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A copy of the converge's inputs (and one unrelated directory) to change freely."""
+    root = tmp_path_factory.mktemp("repo")
+    for rel in kept.REPO_INPUTS + kept.TESTBED_INPUTS + ("docs",):
+        src = os.path.join(REPO, rel)
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.isdir(src) and not os.path.islink(src):
+            shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        elif os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+        else:
+            shutil.copy2(src, dst)
+    return str(root)
+
+
+def key(repo, plan=PLAN, image=IMAGE, ansible="2.19.4", extra=None):
+    return kept.converge_key(kept.converge_inputs(repo, plan, image, ansible, extra))
+
+
+def role_files(repo):
+    out = []
+    for dirpath, _, filenames in os.walk(os.path.join(repo, "roles")):
+        out.extend(os.path.join(dirpath, f) for f in filenames)
+    return sorted(out)
+
+
+def test_the_key_is_stable(repo):
+    assert key(repo) == key(repo)
+    assert len(key(repo)) == 20
+
+
+def test_changing_any_role_file_changes_the_key(repo):
+    before = key(repo)
+    files = role_files(repo)
+    assert len(files) > 20
+    for path in files:
+        with open(path, "rb") as f:
+            original = f.read()
+        with open(path, "ab") as f:
+            f.write(b"\n# changed\n")
+        try:
+            assert key(repo) != before, f"{os.path.relpath(path, repo)} is not in the key"
+        finally:
+            with open(path, "wb") as f:
+                f.write(original)
+    assert key(repo) == before
+
+
+@pytest.mark.parametrize("rel", ["playbooks/site.yml", "inventory/testbed-site/group_vars/all/site.yml",
+                                 "requirements-apt.txt", "ansible.cfg", "plugins/module_utils/pft_files.py",
+                                 "testbed/pft_testbed/image.py", "testbed/pft_testbed/config.py",
+                                 "testbed/pft_testbed/imagefiles/usr/local/sbin/pft-identity"])
+def test_changing_another_input_changes_the_key(repo, rel):
+    before = key(repo)
+    path = os.path.join(repo, rel)
+    with open(path, "rb") as f:
+        original = f.read()
+    with open(path, "ab") as f:
+        f.write(b"\n")
+    try:
+        assert key(repo) != before
+    finally:
+        with open(path, "wb") as f:
+            f.write(original)
+
+
+def test_a_new_file_a_mode_and_a_symlink_change_the_key(repo):
+    before = key(repo)
+    new = os.path.join(repo, "roles", "xen_host", "files", "pft-new-file")
+    os.makedirs(os.path.dirname(new), exist_ok=True)
+    with open(new, "w") as f:
+        f.write("x")
+    assert key(repo) != before
+    os.unlink(new)
+    assert key(repo) == before
+    target = role_files(repo)[0]
+    mode = os.stat(target).st_mode
+    os.chmod(target, mode ^ 0o100)
+    assert key(repo) != before
+    os.chmod(target, mode)
+    link = sorted(n for n in os.listdir(os.path.join(repo, "library")) if n.endswith(".py"))[0]
+    path = os.path.join(repo, "library", link)
+    old = os.readlink(path)
+    os.unlink(path)
+    os.symlink("../plugins/modules/elsewhere.py", path)
+    assert key(repo) != before
+    os.unlink(path)
+    os.symlink(old, path)
+    assert key(repo) == before
+
+
+def test_plan_image_ansible_and_extra_are_in_the_key(repo):
+    before = key(repo)
+    other_plan = config.plan("e2e", 4, compute=4, spares=2).to_dict()     # another subnet
+    assert key(repo, plan=other_plan) != before
+    assert key(repo, plan=config.plan("e2e", 3, compute=3, spares=2).to_dict()) != before
+    assert key(repo, image="/cache/images/0000000000000000/base.qcow2") != before
+    assert key(repo, ansible="2.19.5") != before
+    assert key(repo, extra={"x": 1}) != before
+
+
+def test_unrelated_files_do_not_change_the_key(repo):
+    before = key(repo)
+    with open(os.path.join(repo, "docs", "site.md"), "a") as f:
+        f.write("\nmore words\n")
+    cache = os.path.join(repo, "roles", "__pycache__")
+    os.makedirs(cache, exist_ok=True)
+    with open(os.path.join(cache, "x.pyc"), "wb") as f:
+        f.write(b"\0")
+    assert key(repo) == before
+
+
+def _kept_cluster(root, name="abc123", nodes=("head", "compute1"), requires=None):
+    c = kept.KeptCluster(name, str(root))
+    os.makedirs(c.path)
+    for n in nodes:
+        open(c.disk(n), "w").close()
+    open(c.key_file, "w").close()
+    with open(c.meta_file, "w") as f:
+        json.dump({"requires": requires or {}}, f)
+    return c
+
+
+def test_validity_names_what_is_missing_or_changed(tmp_path):
+    assert kept.KeptCluster("0a", str(tmp_path)).valid(["head"], {}) == (False, "no kept cluster 0a")
+    c = _kept_cluster(tmp_path, requires={"/k/pft-e2e-migration": "d1"})
+    assert c.valid(["head", "compute1"], {"/k/pft-e2e-migration": "d1"}) == (True, "")
+    ok, why = c.valid(["head", "compute1", "compute2"], {"/k/pft-e2e-migration": "d1"})
+    assert not ok and "compute2" in why
+    ok, why = c.valid(["head"], {"/k/pft-e2e-migration": "d2"})
+    assert not ok and "/k/pft-e2e-migration changed" in why
+    ok, why = c.valid(["head"], {})
+    assert not ok and "/k/pft-e2e-migration" in why
+    os.unlink(c.key_file)
+    assert "ssh key" in c.valid(["head"], {"/k/pft-e2e-migration": "d1"})[1]
+
+
+def test_controller_files_digest_what_exists(tmp_path):
+    base = tmp_path / ".cache" / "pft"
+    (base / "keys").mkdir(parents=True)
+    (base / "keys" / "pft-e2e-migration").write_text("secret")
+    (base / "guest-boot" / "pft-e2e").mkdir(parents=True)
+    (base / "guest-boot" / "pft-e2e" / "vmlinuz").write_text("k")
+    got = kept.controller_files("pft-e2e", home=str(tmp_path))
+    assert got[str(base / "keys" / "pft-e2e-migration")]
+    assert got[str(base / "keys" / "pft-e2e-migration.pub")] is None
+    assert got[str(base / "shim")] is None
+    before = got[str(base / "guest-boot" / "pft-e2e")]
+    (base / "guest-boot" / "pft-e2e" / "vmlinuz").write_text("k2")
+    assert kept.controller_files("pft-e2e", home=str(tmp_path))[str(base / "guest-boot" / "pft-e2e")] != before
+
+
+def test_prune_keeps_the_most_recently_used(tmp_path):
+    clusters = [_kept_cluster(tmp_path, name) for name in ("aa", "bb", "cc")]
+    now = time.time()
+    for age, c in zip((300, 100, 200), clusters):
+        os.utime(c.meta_file, (now - age, now - age))
+    half = os.path.join(kept.kept_root(str(tmp_path)), "dd.tmp")
+    os.makedirs(half)
+    os.utime(half, (now - 7200, now - 7200))
+    removed = kept.prune(str(tmp_path), keep=2, progress=lambda m: None)
+    assert sorted(removed) == ["aa", "dd.tmp"]
+    assert sorted(os.listdir(kept.kept_root(str(tmp_path)))) == ["bb", "cc"]
+
+
+def test_start_script_resumes_once_then_boots(tmp_path, monkeypatch):
+    """start.sh with a resume file passes its arguments to QEMU once; the next power on boots."""
+    monkeypatch.setenv("PFT_TESTBED_STATE", str(tmp_path / "run"))
+    tb = Testbed("unit", progress=lambda m: None, cache_dir=str(tmp_path / "cache"))
+    os.makedirs(tb.node_dir("compute1"))
+    tb._state = {"plan": PLAN, "pids": {}}
+    with open(tb.key_file + ".pub", "w") as f:
+        f.write("ssh-ed25519 AAAA unit\n")
+    tb._write_start_script("compute1")
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    (fakebin / "ip").write_text('#!/bin/sh\necho "$@" > "$OUT"\n')
+    (fakebin / "ip").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fakebin}:{os.environ['PATH']}", OUT=str(tmp_path / "argv"))
+    script = os.path.join(tb.node_dir("compute1"), "start.sh")
+    with open(os.path.join(tb.node_dir("compute1"), "resume"), "w") as f:
+        f.write("-S -loadvm pft-reset\n")
+    subprocess.run(["/bin/sh", script], env=env, check=True)
+    first = (tmp_path / "argv").read_text()
+    assert first.rstrip().endswith("-S -loadvm pft-reset") and "qemu-system-x86_64" in first
+    assert not os.path.exists(os.path.join(tb.node_dir("compute1"), "resume"))
+    subprocess.run(["/bin/sh", script], env=env, check=True)
+    second = (tmp_path / "argv").read_text()
+    assert "-loadvm" not in second and "qemu-system-x86_64" in second
