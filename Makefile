@@ -33,10 +33,24 @@ lint: setup
 # The whole suite, the provisioned-cluster tests included (PFT_E2E_SITE=1: site.yml from bare
 # nodes, a second run, the testinfra verify, the Xen and watch tests; docs/site.md). For a quick
 # loop without them: make test PFT_E2E_SITE=
+#
+# It ends with a table of where the time went (setup, lint, unit, integration, the testbed and
+# site.yml phases, each e2e module; scripts/phase_table.py), after pytest's slowest tests, and
+# prints it whether the tests passed or not. The phases are recorded in $(PHASES) (PFT_PHASES:
+# tests/phase_clock.py). setup and lint are timed here (lint runs with -o setup: setup just ran).
 PFT_E2E_SITE ?= 1
-test: setup lint
+PHASES ?= $(CURDIR)/.test-phases.jsonl
+PHASE_TABLE = python3 $(CURDIR)/scripts/phase_table.py "$(PHASES)"
+PHASE_TABLE_END = $(PHASE_TABLE) --record "make test end" --seconds 0; $(PHASE_TABLE)
+test:
+	@: > "$(PHASES)"; $(PHASE_TABLE) --record "make test start" --seconds 0
+	@t=$$(date +%s.%N); $(MAKE) --no-print-directory setup; rc=$$?; \
+	  $(PHASE_TABLE) --record setup --since $$t; [ $$rc = 0 ] || { $(PHASE_TABLE_END); exit $$rc; }
+	@t=$$(date +%s.%N); $(MAKE) --no-print-directory -o setup lint; rc=$$?; \
+	  $(PHASE_TABLE) --record lint --since $$t; [ $$rc = 0 ] || { $(PHASE_TABLE_END); exit $$rc; }
 	@echo "==> pytest"
-	@PFT_E2E_SITE=$(PFT_E2E_SITE) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@PFT_E2E_SITE=$(PFT_E2E_SITE) PFT_PHASES="$(PHASES)" $(BIN)/python -m pytest --durations=25 \
+	  $(PYTEST_ARGS); rc=$$?; $(PHASE_TABLE_END); exit $$rc
 
 unit: setup
 	@$(BIN)/python -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)

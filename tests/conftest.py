@@ -4,6 +4,10 @@ pft is not a collection: its module_utils live in plugins/module_utils and
 Ansible finds them through ``module_utils = ./plugins/module_utils``. For
 tests to import them exactly as the modules do (``ansible.module_utils.pft_*``)
 the directory is added to the ``ansible.module_utils`` package path.
+
+The hooks of tests/phase_clock.py are imported here: with ``PFT_PHASES`` set
+(``make test`` sets it) the session records how long the unit, integration and
+each e2e module took, for the phase table at the end of ``make test``.
 """
 import socket
 import sys
@@ -13,6 +17,8 @@ import ansible.module_utils
 import pytest
 
 from pft_paths import MODULE_UTILS, MODULES
+from phase_clock import (  # noqa: F401  (pytest hooks: the phase clock plugin)
+    pytest_runtest_logreport, pytest_runtest_protocol, pytest_sessionfinish)
 
 if MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(MODULE_UTILS)
