@@ -50,7 +50,7 @@ def testbed():
     if not reuse:
         if tb.exists():
             tb.down()                 # left over from an interrupted session
-        tb.up(compute=COMPUTE, spares=SPARES)
+        phase_clock.record("testbed up", tb.up(compute=COMPUTE, spares=SPARES))
     yield tb
     if os.environ.get("PFT_E2E_KEEP"):
         _progress(f"left running (PFT_E2E_KEEP): testbed/testbed --name {tb.name} down takes it down")
@@ -84,6 +84,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import phase_clock  # noqa: E402  (tests/phase_clock.py: make test's phase table)
 from pft_paths import REPO
 from xen_helpers import xen_cluster  # noqa: E402,F401  (the Xen tests' fixture: here, so one per session)
 
@@ -143,6 +144,7 @@ class SiteCluster:
     guests: list = field(default_factory=list)   # [{"name", "host", "mac", "ip"}] from pft_guests
     converge: PlaybookRun = None
     idempotence: PlaybookRun = None
+    restored: str = None          # key of the kept cluster loaded instead of a converge (warm run)
 
     @property
     def inventory_args(self):
@@ -197,6 +199,40 @@ class SiteCluster:
         return [{k: g[k] for k in ("name", "host", "mac", "ip")} for g in result]
 
 
+def _converge_key(testbed):
+    """The kept-cluster key of a converge of site.yml on this testbed (pft_testbed.kept)."""
+    from importlib.metadata import version
+
+    from pft_testbed import kept as keptmod
+    inputs = keptmod.converge_inputs(REPO, testbed.state["plan"], testbed.state["image"], version("ansible-core"))
+    return keptmod.KeptCluster(keptmod.converge_key(inputs), testbed.cache_dir)
+
+
+def _kept_cluster(testbed):
+    """(KeptCluster, None) when a kept cluster can replace the converge, else (None, why not)."""
+    from pft_testbed import kept as keptmod
+    if os.environ.get("PFT_E2E_COLD"):
+        return None, "PFT_E2E_COLD is set"
+    kept = _converge_key(testbed)
+    ok, why = kept.valid([n.name for n in testbed.nodes], keptmod.controller_files(f"pft-{testbed.name}"))
+    return (kept, None) if ok else (None, why)
+
+
+def _keep_cluster(testbed, cluster):
+    """After a converge and an idempotent second run: keep the cluster for later sessions.
+
+    A failure to keep costs the next session a converge, nothing more: it is reported, not raised."""
+    from pft_testbed import kept as keptmod
+    kept = _converge_key(testbed)
+    meta = {"converge_s": round(cluster.converge.seconds), "second_run_s": round(cluster.idempotence.seconds),
+            "requires": keptmod.controller_files(f"pft-{testbed.name}")}
+    try:
+        phase_clock.record("keep converged cluster", testbed.keep(kept, meta), kept.key)
+        keptmod.prune(testbed.cache_dir, progress=_site_progress)
+    except Exception as exc:                          # noqa: BLE001 (any failure: converge next time)
+        _site_progress(f"could not keep the converged cluster: {exc}")
+
+
 def _site_progress(msg):
     print(f"[site] {msg}", flush=True)
 
@@ -214,15 +250,33 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
         _site_progress(f"testbed {testbed.name} is provisioned already (PFT_E2E_SITE_PROVISIONED): no converge")
         cluster.guests = cluster.read_guests()
         return cluster
-    _site_progress(f"converging {SITE_PLAYBOOK} on testbed {testbed.name} (logs in {cluster.logdir})")
+    kept, reason = _kept_cluster(testbed)
+    if kept is not None:
+        # warm: the converge's inputs are those of a cluster kept earlier; load it instead
+        _site_progress(f"kept cluster {kept.key} matches this converge's inputs: loading it "
+                       "(PFT_E2E_COLD=1 converges from bare nodes instead)")
+        cluster.restored = kept.key
+        phase_clock.record("restore kept cluster", testbed.restore(kept), kept.key)
+        cluster.idempotence = cluster.playbook(SITE_PLAYBOOK, name="idempotence")
+        phase_clock.record("second run", cluster.idempotence.seconds, "the one site.yml run over the kept cluster")
+        _site_progress(f"site.yml over the kept cluster: rc={cluster.idempotence.rc} in "
+                       f"{cluster.idempotence.seconds:.0f} s, changed: {cluster.idempotence.changed() or 'none'}")
+        cluster.guests = cluster.read_guests()
+        return cluster
+    _site_progress(f"converging {SITE_PLAYBOOK} on testbed {testbed.name} from bare nodes ({reason}; "
+                   f"logs in {cluster.logdir})")
     cluster.converge = cluster.playbook(SITE_PLAYBOOK, name="converge")
+    phase_clock.record("converge", cluster.converge.seconds)
     _site_progress(f"converge: rc={cluster.converge.rc} in {cluster.converge.seconds:.0f} s")
     if cluster.converge.rc != 0:
         sys.stdout.write(cluster.converge.tail(150) + "\n")
         pytest.fail(f"site.yml did not converge on testbed {testbed.name} (rc {cluster.converge.rc}, "
                     f"{cluster.converge.seconds:.0f} s); log: {cluster.converge.log}")
     cluster.idempotence = cluster.playbook(SITE_PLAYBOOK, name="idempotence")
+    phase_clock.record("second run", cluster.idempotence.seconds)
     _site_progress(f"second run: rc={cluster.idempotence.rc} in {cluster.idempotence.seconds:.0f} s, "
                    f"changed: {cluster.idempotence.changed() or 'none'}")
+    if cluster.idempotence.rc == 0 and not cluster.idempotence.changed():
+        _keep_cluster(testbed, cluster)
     cluster.guests = cluster.read_guests()
     return cluster

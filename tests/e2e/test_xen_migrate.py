@@ -6,10 +6,11 @@ without memory are in test_xen_basic.py.
 Under TCG a migration of the 96 MiB test guest (GUEST_MB) takes 20-60 s: the tests assert structure (rounds present,
 final round after the suspend, guest alive, counts continuous), never downtime values.
 Order matters a little: the guest goes source -> target (live) and back (stop-and-copy); the
-test that kills the target runs last and boots it again. A test that needs the guest on the
+test that kills the target runs last and brings it back (Testbed.reset_node). A test that needs the guest on the
 source takes the one the test before left there (XenCluster.ensure_guest) and boots one only
 when it is not so: each test still runs alone.
 """
+import re
 import threading
 import time
 
@@ -162,6 +163,7 @@ def test_target_killed_mid_migration_leaves_the_guest_on_the_source(xen_cluster)
         time.sleep(1)
     time.sleep(3)
     c.tb.kill(c.target)
+    killed_at = time.monotonic()
     th.join(900)
     ok, res = box["result"]
     try:
@@ -172,9 +174,35 @@ def test_target_killed_mid_migration_leaves_the_guest_on_the_source(xen_cluster)
         assert GUEST in rows and rows[GUEST]["state"][2] == "-"
         assert c.wait_heartbeat(ip, timeout=60)["id"] == hb0["id"]
     finally:
-        c.tb.start_node(c.target)
-        end = time.monotonic() + 600
-        while time.monotonic() < end:
-            if c.ssh(c.target, "xl info", check=False).returncode == 0:
-                break
-            time.sleep(5)
+        back = c.tb.reset_node(c.target)      # from the kept cluster in seconds; a full boot without one
+    print("reset %s: %s" % (c.target, back))
+    # back as a freshly converged node: Xen up, no guest, its BMC in sync, Ganglia sees it again ...
+    assert "xen_version" in c.ssh(c.target, "xl info").stdout
+    assert [n for n in c.xl_list(c.target) if n != "Domain-0"] == []
+    assert "Power is on" in c.tb.power(c.target, "status")
+    readings = [[w.strip() for w in line.split("|")] for line in c.tb.ipmitool(c.target, "sensor").stdout.splitlines()]
+    assert readings and all(r[3] == "ok" for r in readings if len(r) > 3 and r[1] != "na"), readings
+    wait_ganglia_reports(c, c.target, killed_at)
+    # ... and a guest migrates onto it (its staged test-guest files went with the reset: stage again)
+    c.stage([c.target])
+    ok, res = c.module(c.source, "xen_migrate", {"guest": GUEST, "target": c.target})
+    assert ok, res
+    assert GUEST in c.xl_list(c.target) and GUEST not in c.xl_list(c.source)
+    assert c.wait_heartbeat(ip, timeout=120)["id"] == hb0["id"]
+
+
+def wait_ganglia_reports(c, node, killed_at, timeout=180, fresh=20):
+    """Wait until the head's gmond heard from `node` again after it was killed at `killed_at`
+    (time.monotonic()): its TN (seconds since the node's last report) is below `fresh` when more than
+    `fresh` seconds have passed since the kill."""
+    end = time.monotonic() + timeout
+    pattern = re.compile(r'<HOST NAME="%s"[^>]*TN="(\d+)"' % re.escape(node))
+    tn = None
+    while time.monotonic() < end:
+        xml = c.tb.ssh("head", "nc -w 5 127.0.0.1 8649 || true", timeout=60).stdout
+        m = pattern.search(xml)
+        tn = int(m.group(1)) if m else None
+        if tn is not None and tn < fresh < time.monotonic() - killed_at:
+            return tn
+        time.sleep(5)
+    raise AssertionError("Ganglia on head has not heard from %s since it was killed (TN %s)" % (node, tn))

@@ -98,6 +98,38 @@ class XenCluster(object):
             out[node] = sorted(n for n in self.xl_list(node) if n == guest or n.startswith(guest + "--"))
         return out
 
+    # -- staging: the xl progress shim and the test guest's kernel and initrd
+    def stage(self, nodes=None):
+        """Put the shim and the test guest's files on the nodes (both by default): the guest is built
+        once, on the source, and the others get the same bytes (as guest_netboot stages identical guest
+        files everywhere: two builds differ in their timestamps, and xen_prestage rightly says so). A
+        node back from Testbed.reset_node needs this again (its disk is the kept one)."""
+        nodes = list(nodes or (self.source, self.target))
+        script = open(os.path.join(HERE, "xen_test_guest.sh")).read()
+        if self.shim:
+            for node in nodes:
+                subprocess.run(self.tb.ssh_argv(node, "mkdir -p %s && cat > %s.new && chmod 0644 %s.new && mv %s.new %s"
+                                                % (os.path.dirname(SHIM_DEST), SHIM_DEST, SHIM_DEST, SHIM_DEST,
+                                                   SHIM_DEST)),
+                               input=open(self.shim, "rb").read(), check=True, timeout=120, capture_output=True)
+        # rebuilt when the script changed (a reused testbed keeps the guest an older script built)
+        stamp = hashlib.sha256(script.encode()).hexdigest()
+        build = ('[ "$(cat {d}/.script-sha256 2>/dev/null)" = {s} ] && test -s {d}/initrd.img || '
+                 '{{ sh -s {d} && echo {s} > {d}/.script-sha256; }}').format(d=GUEST_DIR, s=stamp)
+        out = subprocess.run(self.tb.ssh_argv(self.source, build), input=script, text=True, capture_output=True,
+                             timeout=900)
+        assert out.returncode == 0, "%s: building the test guest failed: %s" % (self.source, out.stderr[-2000:])
+        for name in ("vmlinuz", "initrd.img"):
+            path = "%s/%s" % (GUEST_DIR, name)
+            data = subprocess.run(self.tb.ssh_argv(self.source, "cat %s" % path), capture_output=True, check=True,
+                                  timeout=300).stdout
+            for node in nodes:
+                if node == self.source:
+                    continue
+                subprocess.run(self.tb.ssh_argv(node, "mkdir -p %s && cat > %s.new && mv %s.new %s"
+                                                % (GUEST_DIR, path, path, path)),
+                               input=data, check=True, timeout=300, capture_output=True)
+
     # -- the test guest
     def guest_ip(self, index):
         return "%s.%d" % (self.subnet_prefix, 150 + index)
@@ -279,27 +311,7 @@ def xen_cluster(request):
         inventory = os.path.join(inventory, "hosts.yml")
     shim = build_shim(tmp)
     cluster = XenCluster(tb, inventory, source, target, shim)
-    script = open(os.path.join(HERE, "xen_test_guest.sh")).read()
-    for node in (source, target):
-        if shim:
-            subprocess.run(tb.ssh_argv(node, "mkdir -p %s && cat > %s.new && chmod 0644 %s.new && mv %s.new %s"
-                                       % (os.path.dirname(SHIM_DEST), SHIM_DEST, SHIM_DEST, SHIM_DEST, SHIM_DEST)),
-                           input=open(shim, "rb").read(), check=True, timeout=120, capture_output=True)
-    # Built once, on the source; the target gets the same bytes (as guest_netboot stages identical
-    # guest files everywhere): two builds differ in their timestamps, and xen_prestage rightly says so.
-    # rebuilt when the script changed (a reused testbed keeps the guest an older script built)
-    stamp = hashlib.sha256(script.encode()).hexdigest()
-    build = ('[ "$(cat {d}/.script-sha256 2>/dev/null)" = {s} ] && test -s {d}/initrd.img || '
-             '{{ sh -s {d} && echo {s} > {d}/.script-sha256; }}').format(d=GUEST_DIR, s=stamp)
-    out = subprocess.run(tb.ssh_argv(source, build), input=script, text=True, capture_output=True, timeout=900)
-    assert out.returncode == 0, "%s: building the test guest failed: %s" % (source, out.stderr[-2000:])
-    for name in ("vmlinuz", "initrd.img"):
-        path = "%s/%s" % (GUEST_DIR, name)
-        data = subprocess.run(tb.ssh_argv(source, "cat %s" % path), capture_output=True, check=True,
-                              timeout=300).stdout
-        subprocess.run(tb.ssh_argv(target, "mkdir -p %s && cat > %s.new && mv %s.new %s"
-                                   % (GUEST_DIR, path, path, path)),
-                       input=data, check=True, timeout=300, capture_output=True)
+    cluster.stage()
     yield cluster
     for name in cluster.started:
         cluster.destroy_everywhere(name)
