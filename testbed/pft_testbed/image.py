@@ -24,11 +24,13 @@ from pft_testbed.errors import TestbedError
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
-# Plain Debian: Xen comes later from the xen_host role. python3 is for Ansible.
+# Plain Debian: Xen comes later from the xen_host role. python3 and python3-apt are for Ansible
+# (without python3-apt, the first apt task of a converge installs it with an `apt-get update` of
+# its own: minutes on every TCG node).
 PACKAGES = (
     "systemd-sysv", "udev", "kmod", "initramfs-tools", "linux-image-amd64", "grub-pc",
     "openssh-server", "ifupdown", "iproute2", "iputils-ping", "procps", "netbase",
-    "python3", "ipmitool", "netcat-openbsd", "less", "dbus",
+    "python3", "python3-apt", "ipmitool", "netcat-openbsd", "less", "dbus",
 )
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4")
 DISK_SIZE = 8 << 30          # virtual size; qcow2 stores only what is written

@@ -521,8 +521,9 @@ class Testbed:
 
         * ``kept.SNAPSHOT``: all nodes paused first, then saved, so the cluster is one consistent
           cut (what :meth:`restore` loads: the converged cluster, guests running);
-        * ``kept.RESET``: the node with its Xen guests paused (``xl pause``), for
-          :meth:`reset_node`, which destroys them at once: a node back from a reset runs no guest.
+        * ``kept.RESET`` (only on a node that runs Xen guests): the node with its guests paused
+          (``xl pause``), for :meth:`reset_node`, which destroys them at once: a node back from a
+          reset runs no guest. A node without guests is reset to ``kept.SNAPSHOT``.
 
         Returns the seconds taken. The nodes run on afterwards, as before."""
         from pft_testbed import kept as keptmod
@@ -537,27 +538,30 @@ class Testbed:
         os.makedirs(tmp, mode=0o700)
         self.progress(f"keep: saving {len(names)} nodes as kept cluster {kept.key} (guests: {domus})")
         self._pause_and(names, lambda n: self._savevm(n, keptmod.SNAPSHOT))
+        reset = {}
         for n in names:
-            if domus[n]:
-                self.ssh(n, " && ".join(f"xl pause {shlex.quote(g)}" for g in domus[n]), timeout=120)
+            if not domus[n]:
+                reset[n] = keptmod.SNAPSHOT               # runs no guest: the cut is its reset state too
+                continue
+            self.ssh(n, " && ".join(f"xl pause {shlex.quote(g)}" for g in domus[n]), timeout=120)
             try:
                 self._savevm(n, keptmod.RESET)
+                reset[n] = keptmod.RESET
             finally:
-                if domus[n]:
-                    self.ssh(n, " ; ".join(f"xl unpause {shlex.quote(g)}" for g in domus[n]), timeout=120)
+                self.ssh(n, " ; ".join(f"xl unpause {shlex.quote(g)}" for g in domus[n]), timeout=120)
         # the copies, with every node paused: a running QEMU rewrites its qcow2's tables
         self._pause_and(names, lambda n: host.run(
             ["cp", "--sparse=always", os.path.join(self.node_dir(n), "disk.qcow2"), os.path.join(tmp, f"{n}.qcow2")]))
         for n in names:
             listing = host.run(["qemu-img", "snapshot", "-l", os.path.join(tmp, f"{n}.qcow2")]).stdout
-            missing = [t for t in (keptmod.SNAPSHOT, keptmod.RESET) if t not in listing]
+            missing = [t for t in {keptmod.SNAPSHOT, reset[n]} if t not in listing]
             if missing:
                 raise TestbedError(f"keep: node {n}'s copied disk lacks the snapshot(s) {missing}")
         shutil.copyfile(self.key_file, os.path.join(tmp, "id_ed25519"))
         shutil.copyfile(self.key_file + ".pub", os.path.join(tmp, "id_ed25519.pub"))
         os.chmod(os.path.join(tmp, "id_ed25519"), 0o600)
         record = dict(meta or {}, key=kept.key, plan=self.state["plan"], image=self.state["image"],
-                      guests=domus, kept_at=time.time(), testbed=self.name)
+                      guests=domus, reset_snapshot=reset, kept_at=time.time(), testbed=self.name)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(record, f, indent=2)
         shutil.rmtree(kept.path, ignore_errors=True)
@@ -660,10 +664,11 @@ class Testbed:
             self.wait_ssh([node], timeout=max(timeout, BOOT_TIMEOUT))
             how = "boot"
         else:
+            meta = kept.meta()
             self.cool(node)
-            self._load_kept(node, kept, keptmod.RESET)
+            self._load_kept(node, kept, meta.get("reset_snapshot", {}).get(node, keptmod.RESET))
             self._after_resume([node])
-            paused = kept.meta().get("guests", {}).get(node, [])
+            paused = meta.get("guests", {}).get(node, [])
             for guest in paused:
                 self.ssh(node, f"xl destroy {shlex.quote(guest)}", timeout=120)
             left = self._domus(node)
