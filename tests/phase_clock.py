@@ -22,11 +22,10 @@ Two parts:
 
 scripts/phase_table.py prints the file as a table.
 """
-import json
 import os
-import time
 
 import pytest
+from phase_table import append  # scripts/phase_table.py (pytest.ini's pythonpath): the one writer
 
 ENV = "PFT_PHASES"
 
@@ -41,15 +40,8 @@ def record(phase, seconds, detail=""):
     if _current is not None:
         _inside[_current] = _inside.get(_current, 0.0) + seconds
     path = os.environ.get(ENV)
-    if not path:
-        return
-    line = json.dumps({"phase": phase, "seconds": round(float(seconds), 3), "detail": detail,
-                       "at": round(time.time(), 3)}) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    if path:
+        append(path, phase, seconds, detail)
 
 
 def phase_of(item):

@@ -112,7 +112,7 @@ def test_plugin_records_unit_integration_and_e2e_modules(tmp_path):
         """))
     phases = tmp_path / "phases.jsonl"
     env = dict(os.environ, PFT_PHASES=str(phases), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-               PYTHONPATH=os.path.join(REPO, "tests"))
+               PYTHONPATH=os.pathsep.join([os.path.join(REPO, "tests"), os.path.join(REPO, "scripts")]))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "phase_clock",
                            "-p", "no:cacheprovider", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
