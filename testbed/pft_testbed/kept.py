@@ -16,7 +16,8 @@ Layout (``<cache>/kept/<key>/``)::
 The key (:func:`converge_key`) hashes everything the converge reads: the roles, the playbooks,
 pft's modules and module_utils, the testbed site inventory, ansible.cfg, the pinned package lists,
 the base image, the testbed code that shapes a node (image, identity, QEMU command line,
-inventory), the testbed's plan (names, addresses, MACs, memory) and the ansible-core version.
+inventory), the testbed's plan (names, addresses, MACs, memory), the ansible-core version and
+the QEMU version.
 Files the converge makes on the controller and reuses (the cluster's migration key) are not in
 the key: :func:`KeptCluster.valid` compares them with the ones recorded when the cluster was kept.
 """
@@ -94,12 +95,13 @@ def tree_entries(repo, rel):
     return entries
 
 
-def converge_inputs(repo, plan, image, ansible_version, extra=None):
+def converge_inputs(repo, plan, image, ansible_version, qemu_version="", extra=None):
     """Everything that decides what a converge of the testbed makes, as a JSON-able dict.
 
     ``plan``: the testbed's plan as a dict (``Plan.to_dict()``); ``image``: the base image's path
-    (its directory name is the image's own input hash); ``extra``: anything else the caller's
-    converge depends on (e.g. extra-vars)."""
+    (its directory name is the image's own input hash); ``qemu_version``: the first line of
+    ``qemu-system-x86_64 --version`` (a snapshot is only sure to load into the QEMU that saved
+    it); ``extra``: anything else the caller's converge depends on (e.g. extra-vars)."""
     files = []
     for rel in REPO_INPUTS + TESTBED_INPUTS:
         files.extend(tree_entries(repo, rel))
@@ -109,6 +111,7 @@ def converge_inputs(repo, plan, image, ansible_version, extra=None):
         "plan": plan,
         "image": os.path.basename(os.path.dirname(image)) + "/" + os.path.basename(image),
         "ansible": ansible_version,
+        "qemu": qemu_version,
         "extra": extra or {},
     }
 
@@ -117,6 +120,16 @@ def converge_key(inputs):
     """Short stable hash of :func:`converge_inputs`: the kept cluster's directory name."""
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(canonical).hexdigest()[:20]
+
+
+def qemu_version():
+    """First line of ``qemu-system-x86_64 --version`` ("" if it cannot be run)."""
+    import subprocess
+    try:
+        out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (out.stdout.splitlines() or [""])[0].strip()
 
 
 def kept_root(cache_dir=None):
@@ -168,6 +181,9 @@ class KeptCluster:
                 return False, (f"{path} changed since the cluster was kept (the kept nodes trust the old "
                                "one): converge again")
         return True, ""
+
+    def remove(self):
+        shutil.rmtree(self.path, ignore_errors=True)
 
     def touch(self):
         """Mark as used (the pruning keeps the most recently used)."""

@@ -543,12 +543,13 @@ class Testbed:
             if not domus[n]:
                 reset[n] = keptmod.SNAPSHOT               # runs no guest: the cut is its reset state too
                 continue
-            self.ssh(n, " && ".join(f"xl pause {shlex.quote(g)}" for g in domus[n]), timeout=120)
             try:
+                self.ssh(n, " && ".join(f"xl pause {shlex.quote(g)}" for g in domus[n]), timeout=120)
                 self._savevm(n, keptmod.RESET)
                 reset[n] = keptmod.RESET
             finally:
-                self.ssh(n, " ; ".join(f"xl unpause {shlex.quote(g)}" for g in domus[n]), timeout=120)
+                self.ssh(n, " ; ".join(f"xl unpause {shlex.quote(g)}" for g in domus[n]) + " ; true", timeout=120,
+                         check=False)
         # the copies, with every node paused: a running QEMU rewrites its qcow2's tables
         self._pause_and(names, lambda n: host.run(
             ["cp", "--sparse=always", os.path.join(self.node_dir(n), "disk.qcow2"), os.path.join(tmp, f"{n}.qcow2")]))
@@ -642,6 +643,25 @@ class Testbed:
         took = time.monotonic() - started
         self.progress(f"restore: kept cluster {kept.key} loaded in {took:.0f} s")
         return took
+
+    def rebuild_nodes(self, boot_timeout=BOOT_TIMEOUT):
+        """Every node powered off, given a fresh disk over the base image, and booted: the bare
+        nodes `up` made (after a kept cluster failed to load into them, for example)."""
+        names = [n.name for n in self.nodes]
+        for n in names:
+            if self.node_running(n):
+                self.kill(n)
+        for n in names:
+            os.unlink(os.path.join(self.node_dir(n), "disk.qcow2"))
+            self._create_disk(n, self.state["image"])
+            for stale in ("resume",):
+                if os.path.exists(os.path.join(self.node_dir(n), stale)):
+                    os.unlink(os.path.join(self.node_dir(n), stale))
+            self._write_start_script(n)
+            self.start_node(n)
+        self.state.pop("kept", None)
+        self._save()
+        return self.wait_ssh(names, boot_timeout)
 
     def reset_node(self, node, timeout=300):
         """Bring a node back as a freshly converged one, running no guest, in seconds.

@@ -86,6 +86,7 @@ from dataclasses import dataclass, field
 
 import phase_clock  # noqa: E402  (tests/phase_clock.py: make test's phase table)
 from pft_paths import REPO
+from pft_testbed.errors import TestbedError  # noqa: E402
 from xen_helpers import xen_cluster  # noqa: E402,F401  (the Xen tests' fixture: here, so one per session)
 
 SITE_TIMEOUT = 5400          # per test using site_cluster: the first one pays for converge + second run
@@ -204,7 +205,8 @@ def _converge_key(testbed):
     from importlib.metadata import version
 
     from pft_testbed import kept as keptmod
-    inputs = keptmod.converge_inputs(REPO, testbed.state["plan"], testbed.state["image"], version("ansible-core"))
+    inputs = keptmod.converge_inputs(REPO, testbed.state["plan"], testbed.state["image"], version("ansible-core"),
+                                     keptmod.qemu_version())
     return keptmod.KeptCluster(keptmod.converge_key(inputs), testbed.cache_dir)
 
 
@@ -255,8 +257,17 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
         # warm: the converge's inputs are those of a cluster kept earlier; load it instead
         _site_progress(f"kept cluster {kept.key} matches this converge's inputs: loading it "
                        "(PFT_E2E_COLD=1 converges from bare nodes instead)")
+        try:
+            phase_clock.record("restore kept cluster", testbed.restore(kept), kept.key)
+        except TestbedError as exc:
+            # a kept cluster that does not load is dropped, and the session converges as if cold
+            _site_progress(f"kept cluster {kept.key} did not load ({exc}); dropping it, converging from bare nodes")
+            kept.remove()
+            testbed.rebuild_nodes()
+            reason = f"kept cluster {kept.key} did not load"
+            kept = None
+    if kept is not None:
         cluster.restored = kept.key
-        phase_clock.record("restore kept cluster", testbed.restore(kept), kept.key)
         cluster.idempotence = cluster.playbook(SITE_PLAYBOOK, name="idempotence")
         phase_clock.record("second run", cluster.idempotence.seconds, "the one site.yml run over the kept cluster")
         _site_progress(f"site.yml over the kept cluster: rc={cluster.idempotence.rc} in "

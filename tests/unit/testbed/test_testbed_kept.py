@@ -36,8 +36,8 @@ def repo(tmp_path_factory):
     return str(root)
 
 
-def key(repo, plan=PLAN, image=IMAGE, ansible="2.19.4", extra=None):
-    return kept.converge_key(kept.converge_inputs(repo, plan, image, ansible, extra))
+def key(repo, plan=PLAN, image=IMAGE, ansible="2.19.4", qemu="QEMU emulator version 7.2.22", extra=None):
+    return kept.converge_key(kept.converge_inputs(repo, plan, image, ansible, qemu, extra))
 
 
 def role_files(repo):
@@ -112,13 +112,14 @@ def test_a_new_file_a_mode_and_a_symlink_change_the_key(repo):
     assert key(repo) == before
 
 
-def test_plan_image_ansible_and_extra_are_in_the_key(repo):
+def test_plan_image_ansible_qemu_and_extra_are_in_the_key(repo):
     before = key(repo)
     other_plan = config.plan("e2e", 4, compute=4, spares=2).to_dict()     # another subnet
     assert key(repo, plan=other_plan) != before
     assert key(repo, plan=config.plan("e2e", 3, compute=3, spares=2).to_dict()) != before
     assert key(repo, image="/cache/images/0000000000000000/base.qcow2") != before
     assert key(repo, ansible="2.19.5") != before
+    assert key(repo, qemu="QEMU emulator version 8.2.2") != before
     assert key(repo, extra={"x": 1}) != before
 
 
