@@ -96,6 +96,10 @@ def table(records):
         name = "(not in a phase)"
         out.append(f"{name:<{width}}  {unphased:>9.1f}  {unphased / 60:>7.1f}  "
                    "pytest start and collection, make, between the phases")
+    elif how == "wall" and unphased <= -0.05:
+        name = "(side by side)"
+        out.append(f"{name:<{width}}  {unphased:>9.1f}  {unphased / 60:>7.1f}  "
+                   "phases that ran at the same time (make test's side run), counted once in TOTAL")
     out.append(f"{'-' * width}  {'-' * 9}  {'-' * 7}")
     out.append(f"{'TOTAL':<{width}}  {total:>9.1f}  {total / 60:>7.1f}  {how}")
     greppable = " ".join(f"{name.replace(' ', '_')}={seconds:.1f}" for name, seconds, _ in rows)

@@ -266,6 +266,11 @@ class ImageBuilder:
                 p = os.path.join(d, name)
                 if os.path.isfile(p):
                     os.unlink(p)
+        # An emptied index must not look fresh: Ansible's apt module (update_cache with
+        # cache_valid_time) dates the index by this directory's mtime, and an image built less than
+        # cache_valid_time ago would then skip the update and find no package at all ("No package
+        # matching 'ganglia-monitor'", seen on a cold CI run). Epoch 0: a node's first apt task updates.
+        os.utime(os.path.join(root, "var/lib/apt/lists"), (0, 0))
 
     @staticmethod
     def grub_cfg(kernel):
