@@ -682,6 +682,12 @@ class Testbed:
             self.cool(node)
             self.start_node(node)
             self.wait_ssh([node], timeout=max(timeout, BOOT_TIMEOUT))
+            end = time.monotonic() + max(timeout, BOOT_TIMEOUT)       # a dom0's toolstack comes after ssh
+            while self.ssh(node, "! command -v xl >/dev/null || xl info >/dev/null 2>&1", timeout=120,
+                           check=False).returncode != 0:
+                if time.monotonic() > end:
+                    raise TestbedError(f"reset {node}: xl info does not answer after the boot")
+                time.sleep(5)
             how = "boot"
         else:
             meta = kept.meta()

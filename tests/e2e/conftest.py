@@ -287,7 +287,10 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
     phase_clock.record("second run", cluster.idempotence.seconds)
     _site_progress(f"second run: rc={cluster.idempotence.rc} in {cluster.idempotence.seconds:.0f} s, "
                    f"changed: {cluster.idempotence.changed() or 'none'}")
-    if cluster.idempotence.rc == 0 and not cluster.idempotence.changed():
+    if os.environ.get("PFT_E2E_KEEP_CLUSTER") and cluster.idempotence.rc == 0 and not cluster.idempotence.changed():
+        # Opt-in until understood: in the one clean-clone run with keeping on, the verify's mpiexec
+        # across the guests, right after the keep (nodes paused about a minute, the guests paused in
+        # Xen for their reset snapshot), ran into its 300 s timeout (session 11 note, issue 20).
         _keep_cluster(testbed, cluster)
     cluster.guests = cluster.read_guests()
     return cluster
