@@ -27,7 +27,6 @@ import os
 import shutil
 import time
 
-from pft_testbed.errors import TestbedError
 from pft_testbed.image import default_cache_dir
 
 SNAPSHOT = "pft-kept"          # the whole cluster at one cut: Testbed.restore loads it
@@ -237,8 +236,3 @@ def prune(cache_dir=None, keep=KEEP_LAST, progress=print):
         progress(f"kept cluster {name}: removed (only the {keep} most recently used are kept)")
     return removed
 
-
-def check_key(key):
-    if not key or not all(c in "0123456789abcdef" for c in key):
-        raise TestbedError(f"not a kept-cluster key: {key!r}")
-    return key

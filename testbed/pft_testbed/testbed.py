@@ -591,7 +591,7 @@ class Testbed:
             for n in paused:
                 self.monitor(n, "cont")
 
-    def _load_kept(self, node, kept, snapshot, paused=False):
+    def _load_kept(self, node, kept, snapshot):
         """Power the node off, give it the kept disk, and power it on into `snapshot`."""
         if self.node_running(node):
             self.kill(node)
@@ -600,7 +600,7 @@ class Testbed:
         host.run(["cp", "--sparse=always", kept.disk(node), tmp])
         os.replace(tmp, disk)
         with open(os.path.join(self.node_dir(node), "resume"), "w") as f:
-            f.write(("-S " if paused else "") + f"-loadvm {snapshot}\n")
+            f.write(f"-loadvm {snapshot}\n")
         self.start_node(node)
 
     def _adopt_kept_key(self, kept):
