@@ -43,9 +43,8 @@ PFT_E2E_SITE ?= 1
 # make test PFT_E2E_COLD=1 converges anyway.
 PFT_E2E_COLD ?=
 export PFT_E2E_COLD
-# A cold run keeps its converged cluster for later runs only with PFT_E2E_KEEP_CLUSTER=1 (opt-in
-# for now: docs/site.md).
-PFT_E2E_KEEP_CLUSTER ?=
+# A cold run keeps its converged cluster for later runs (docs/site.md); PFT_E2E_KEEP_CLUSTER=0 does not.
+PFT_E2E_KEEP_CLUSTER ?= 1
 export PFT_E2E_KEEP_CLUSTER
 PHASES ?= $(CURDIR)/.test-phases.jsonl
 # The tests that need no testbed run beside the end-to-end session (PFT_TEST_SIDE=1, the default):

@@ -271,6 +271,11 @@ class ImageBuilder:
         # cache_valid_time ago would then skip the update and find no package at all ("No package
         # matching 'ganglia-monitor'", seen on a cold CI run). Epoch 0: a node's first apt task updates.
         os.utime(os.path.join(root, "var/lib/apt/lists"), (0, 0))
+        # ... and no update stamp (imagefiles' apt.conf.d/90pft-testbed writes one after each update
+        # on a node): the apt module prefers the stamp's date to the directory's.
+        stamp = os.path.join(root, "var/lib/apt/periodic/update-success-stamp")
+        if os.path.lexists(stamp):
+            os.unlink(stamp)
 
     @staticmethod
     def grub_cfg(kernel):

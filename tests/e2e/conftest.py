@@ -81,6 +81,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -93,6 +94,7 @@ SITE_TIMEOUT = 5400          # per test using site_cluster: the first one pays f
 SITE_PLAYBOOK = os.path.join(REPO, "playbooks", "site.yml")
 SITE_VARS = os.path.join(REPO, "inventory", "testbed-site")
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
+_MARKS = ("TASK [", "PLAY [", "RUNNING HANDLER [", "PLAY RECAP")
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -128,12 +130,26 @@ class PlaybookRun:
     recap: dict                   # host -> {"ok": n, "changed": n, "unreachable": n, "failed": n}
     output: str
     log: str                      # path of the saved output
+    tasks: list = field(default_factory=list)    # [(header, seconds)] in run order
 
     def changed(self):
         return {h: r["changed"] for h, r in self.recap.items() if r["changed"]}
 
     def tail(self, lines=80):
         return "\n".join(self.output.splitlines()[-lines:])
+
+    def slowest(self, n=15):
+        """The n longest tasks, [(header, seconds)], longest first (where a converge spends its time)."""
+        return sorted(self.tasks, key=lambda t: -t[1])[:n]
+
+
+def _task_times(marks, total):
+    """[(header, seconds)] from the times the headers were printed: a task lasts until the next one.
+
+    A task's header is printed when it starts on the first host, so with several hosts in a play
+    this is the time until the slowest host finished it."""
+    ends = [t for t, _ in marks[1:]] + [total]
+    return [(name, end - t) for (t, name), end in zip(marks, ends) if not name.startswith("PLAY ")]
 
 
 @dataclass
@@ -173,14 +189,29 @@ class SiteCluster:
         log = os.path.join(self.logdir, f"{name}.log")
         argv = [os.path.join(VENV_BIN, "ansible-playbook"), *self.inventory_args, playbook, *args]
         started = time.monotonic()
+        marks = []                # (seconds since start, "TASK [...]" / "PLAY [...]" / "RUNNING HANDLER [...]")
         with open(log, "w") as f:
-            proc = subprocess.run(argv, cwd=REPO, env=self.env(), stdout=f, stderr=subprocess.STDOUT,
-                                  text=True, timeout=timeout)
+            proc = subprocess.Popen(argv, cwd=REPO, env=self.env(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, errors="replace")
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+            try:
+                for line in proc.stdout:
+                    f.write(line)
+                    if line.startswith(_MARKS):
+                        marks.append((time.monotonic() - started, line.rstrip(" *\n")))
+                rc = proc.wait()
+            finally:
+                timer.cancel()
         seconds = time.monotonic() - started
         output = open(log, errors="replace").read()
         recap = {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
                               "failed": int(m.group(5))} for m in _RECAP.finditer(output.split("PLAY RECAP")[-1])}
-        return PlaybookRun(proc.returncode, seconds, recap, output, log)
+        run = PlaybookRun(rc, seconds, recap, output, log, _task_times(marks, seconds))
+        with open(log, "a") as f:
+            f.write("\nslowest tasks (seconds from the task's header to the next header):\n")
+            f.writelines(f"{s:8.1f}  {name}\n" for name, s in run.slowest())
+        return run
 
     def ansible(self, pattern, module, args="", timeout=600):
         """Ad-hoc module run (e.g. ansible.builtin.command) on hosts of the cluster; CompletedProcess."""
@@ -213,7 +244,7 @@ def _converge_key(testbed):
 def _kept_cluster(testbed):
     """(KeptCluster, None) when a kept cluster can replace the converge, else (None, why not)."""
     from pft_testbed import kept as keptmod
-    if os.environ.get("PFT_E2E_COLD"):
+    if _flag("PFT_E2E_COLD", False):
         return None, "PFT_E2E_COLD is set"
     kept = _converge_key(testbed)
     ok, why = kept.valid([n.name for n in testbed.nodes], keptmod.controller_files(f"pft-{testbed.name}"))
@@ -233,6 +264,18 @@ def _keep_cluster(testbed, cluster):
         keptmod.prune(testbed.cache_dir, progress=_site_progress)
     except Exception as exc:                          # noqa: BLE001 (any failure: converge next time)
         _site_progress(f"could not keep the converged cluster: {exc}")
+
+
+def _flag(name, default):
+    """An on/off environment switch: unset or empty is `default`; 0, no, false and off are off."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value not in ("0", "no", "false", "off")
+
+
+def _slowest_text(run, n=12):
+    return "\n".join(f"{seconds:8.1f} s  {name}" for name, seconds in run.slowest(n))
 
 
 def _site_progress(msg):
@@ -271,14 +314,16 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
         cluster.idempotence = cluster.playbook(SITE_PLAYBOOK, name="idempotence")
         phase_clock.record("second run", cluster.idempotence.seconds, "the one site.yml run over the kept cluster")
         _site_progress(f"site.yml over the kept cluster: rc={cluster.idempotence.rc} in "
-                       f"{cluster.idempotence.seconds:.0f} s, changed: {cluster.idempotence.changed() or 'none'}")
+                       f"{cluster.idempotence.seconds:.0f} s, changed: {cluster.idempotence.changed() or 'none'}; "
+                       "slowest tasks:\n" + _slowest_text(cluster.idempotence))
         cluster.guests = cluster.read_guests()
         return cluster
     _site_progress(f"converging {SITE_PLAYBOOK} on testbed {testbed.name} from bare nodes ({reason}; "
                    f"logs in {cluster.logdir})")
     cluster.converge = cluster.playbook(SITE_PLAYBOOK, name="converge")
     phase_clock.record("converge", cluster.converge.seconds)
-    _site_progress(f"converge: rc={cluster.converge.rc} in {cluster.converge.seconds:.0f} s")
+    _site_progress(f"converge: rc={cluster.converge.rc} in {cluster.converge.seconds:.0f} s; slowest tasks:\n"
+                   + _slowest_text(cluster.converge))
     if cluster.converge.rc != 0:
         sys.stdout.write(cluster.converge.tail(150) + "\n")
         pytest.fail(f"site.yml did not converge on testbed {testbed.name} (rc {cluster.converge.rc}, "
@@ -286,11 +331,9 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
     cluster.idempotence = cluster.playbook(SITE_PLAYBOOK, name="idempotence")
     phase_clock.record("second run", cluster.idempotence.seconds)
     _site_progress(f"second run: rc={cluster.idempotence.rc} in {cluster.idempotence.seconds:.0f} s, "
-                   f"changed: {cluster.idempotence.changed() or 'none'}")
-    if os.environ.get("PFT_E2E_KEEP_CLUSTER") and cluster.idempotence.rc == 0 and not cluster.idempotence.changed():
-        # Opt-in until understood: in the one clean-clone run with keeping on, the verify's mpiexec
-        # across the guests, right after the keep (nodes paused about a minute, the guests paused in
-        # Xen for their reset snapshot), ran into its 300 s timeout (session 11 note, issue 20).
+                   f"changed: {cluster.idempotence.changed() or 'none'}; slowest tasks:\n"
+                   + _slowest_text(cluster.idempotence))
+    if _flag("PFT_E2E_KEEP_CLUSTER", True) and cluster.idempotence.rc == 0 and not cluster.idempotence.changed():
         _keep_cluster(testbed, cluster)
     cluster.guests = cluster.read_guests()
     return cluster

@@ -54,7 +54,7 @@ def test_second_run_changes_nothing(site_cluster):
 
 def test_testinfra_verify(site_cluster):
     """xl info, gmond with every host and the pft metrics, the NFS export, the guests, mpiexec, the migration key."""
-    argv = [VENV_PYTHON, "-m", "pytest", VERIFY_TESTS, "-p", "no:cacheprovider", "-v", "-rA",
+    argv = [VENV_PYTHON, "-m", "pytest", VERIFY_TESTS, "-p", "no:cacheprovider", "-v", "-rA", "--durations=10",
             "--hosts=ansible://all", f"--ansible-inventory={site_cluster.hosts_file}"]
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=REPO, env=site_cluster.env(), capture_output=True, text=True, timeout=1800)

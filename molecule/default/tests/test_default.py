@@ -4,6 +4,7 @@ Runs on every node of the molecule inventory (head, compute1..3); each check pic
 nodes it is about from the node's groups.
 """
 import re
+import warnings
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -116,15 +117,42 @@ def test_guests_run_on_their_nodes(host):
         assert running == ["Domain-0"], f"a spare runs no guest: {running}"
 
 
+def _guests_report(host, ssh, gs):
+    """What the guests are doing (processes, memory, kernel log): for a failed or hung mpiexec."""
+    report = []
+    for g in gs:
+        probe = host.run(f"{ssh} root@{g['ip']} 'uptime; free -m; ps -eo pid,ppid,stat,etime,time,wchan:24,args "
+                         f"| grep -E \"mpi|hydra|python\" | grep -v grep; dmesg | tail -n 8'")
+        report.append(f"--- {g['name']} ({g['ip']}): rc={probe.rc}\n{probe.stdout[-3000:]}{probe.stderr[-500:]}")
+    return "\n".join(report)
+
+
 def test_mpiexec_across_guests(host):
+    """mpiexec runs one rank on each guest, and the job's result is right.
+
+    A second attempt is made only for one known upstream hang: the result printed and correct, then
+    rank 0 spinning in MPI_Finalize after the other rank has exited (Debian 12's MPICH is ch4:ucx
+    over UCX 1.13's tcp transport; openucx/ucx#8738, "TCP transport hangs during cleanup"; caught on
+    the testbed in session 12, about 1 run in 7 with the dom0s busy). That attempt is reported as a
+    warning with what the guests were doing. A wrong or missing result, or a second hang, fails."""
     if "head" not in groups(host):
         pytest.skip("run from the head")
     gs = guests(host)
-    cmd = (f"{SSH} -i {GUEST_KEY} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@{gs[0]['ip']} "
-           f"timeout 300 mpiexec -f /etc/pft/mpi-hosts -n {len(gs)} pft-mpi-hello")
-    out = host.check_output(cmd)
     n = len(gs)
-    assert f"ranks={n} sum={n * (n - 1) // 2}" in out, out
+    ssh = f"{SSH} -i {GUEST_KEY} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    cmd = f"{ssh} root@{gs[0]['ip']} timeout 150 mpiexec -f /etc/pft/mpi-hosts -n {n} pft-mpi-hello"
+    expected = f"ranks={n} sum={n * (n - 1) // 2}"
+    for attempt in (1, 2):
+        run = host.run(cmd)
+        out = run.stdout
+        if run.rc == 0 or attempt == 2 or not (run.rc == 124 and expected in out):
+            break
+        warnings.warn(f"mpiexec printed its result ({out.strip()}) and then hung in MPI_Finalize until the "
+                      f"150 s timeout (openucx/ucx#8738); trying once more. Guests:\n{_guests_report(host, ssh, gs)}")
+    if run.rc != 0:
+        pytest.fail(f"mpiexec on {gs[0]['name']} (attempt {attempt}): rc={run.rc}\nstdout: {out[-2000:]}\n"
+                    f"stderr: {run.stderr[-2000:]}\n{_guests_report(host, ssh, gs)}")
+    assert expected in out, out
     assert set(out.split("hosts=")[1].split()[0].split(",")) == {g["name"] for g in gs}, out
 
 
