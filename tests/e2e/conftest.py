@@ -190,7 +190,7 @@ class SiteCluster:
         argv = [os.path.join(VENV_BIN, "ansible-playbook"), *self.inventory_args, playbook, *args]
         started = time.monotonic()
         marks = []                # (seconds since start, "TASK [...]" / "PLAY [...]" / "RUNNING HANDLER [...]")
-        with open(log, "w") as f:
+        with open(log, "w", buffering=1) as f:       # line by line: the log can be followed while it runs
             proc = subprocess.Popen(argv, cwd=REPO, env=self.env(), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, errors="replace")
             timer = threading.Timer(timeout, proc.kill)
