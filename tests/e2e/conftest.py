@@ -142,6 +142,9 @@ class PlaybookRun:
         """The n longest tasks, [(header, seconds)], longest first (where a converge spends its time)."""
         return sorted(self.tasks, key=lambda t: -t[1])[:n]
 
+    def slowest_text(self, n=15):
+        return "\n".join(f"{seconds:8.1f} s  {name}" for name, seconds in self.slowest(n))
+
 
 def _task_times(marks, total):
     """[(header, seconds)] from the times the headers were printed: a task lasts until the next one.
@@ -209,8 +212,7 @@ class SiteCluster:
                               "failed": int(m.group(5))} for m in _RECAP.finditer(output.split("PLAY RECAP")[-1])}
         run = PlaybookRun(rc, seconds, recap, output, log, _task_times(marks, seconds))
         with open(log, "a") as f:
-            f.write("\nslowest tasks (seconds from the task's header to the next header):\n")
-            f.writelines(f"{s:8.1f}  {name}\n" for name, s in run.slowest())
+            f.write(f"\nslowest tasks (from the task's header to the next header):\n{run.slowest_text()}\n")
         return run
 
     def ansible(self, pattern, module, args="", timeout=600):
@@ -274,10 +276,6 @@ def _flag(name, default):
     return value not in ("0", "no", "false", "off")
 
 
-def _slowest_text(run, n=12):
-    return "\n".join(f"{seconds:8.1f} s  {name}" for name, seconds in run.slowest(n))
-
-
 def _site_progress(msg):
     print(f"[site] {msg}", flush=True)
 
@@ -315,7 +313,7 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
         phase_clock.record("second run", cluster.idempotence.seconds, "the one site.yml run over the kept cluster")
         _site_progress(f"site.yml over the kept cluster: rc={cluster.idempotence.rc} in "
                        f"{cluster.idempotence.seconds:.0f} s, changed: {cluster.idempotence.changed() or 'none'}; "
-                       "slowest tasks:\n" + _slowest_text(cluster.idempotence))
+                       "slowest tasks:\n" + cluster.idempotence.slowest_text(12))
         cluster.guests = cluster.read_guests()
         return cluster
     _site_progress(f"converging {SITE_PLAYBOOK} on testbed {testbed.name} from bare nodes ({reason}; "
@@ -323,7 +321,7 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
     cluster.converge = cluster.playbook(SITE_PLAYBOOK, name="converge")
     phase_clock.record("converge", cluster.converge.seconds)
     _site_progress(f"converge: rc={cluster.converge.rc} in {cluster.converge.seconds:.0f} s; slowest tasks:\n"
-                   + _slowest_text(cluster.converge))
+                   + cluster.converge.slowest_text(12))
     if cluster.converge.rc != 0:
         sys.stdout.write(cluster.converge.tail(150) + "\n")
         pytest.fail(f"site.yml did not converge on testbed {testbed.name} (rc {cluster.converge.rc}, "
@@ -332,7 +330,7 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
     phase_clock.record("second run", cluster.idempotence.seconds)
     _site_progress(f"second run: rc={cluster.idempotence.rc} in {cluster.idempotence.seconds:.0f} s, "
                    f"changed: {cluster.idempotence.changed() or 'none'}; slowest tasks:\n"
-                   + _slowest_text(cluster.idempotence))
+                   + cluster.idempotence.slowest_text(12))
     if _flag("PFT_E2E_KEEP_CLUSTER", True) and cluster.idempotence.rc == 0 and not cluster.idempotence.changed():
         _keep_cluster(testbed, cluster)
     cluster.guests = cluster.read_guests()
