@@ -3,9 +3,10 @@
 Uses ``site_cluster`` (tests/e2e/conftest.py): head + compute1..4, guest1 on compute1, guest2 on
 compute2, compute3 and compute4 the spares, all provisioned by site.yml. Every test starts with cool
 sensors and its own state directory, and takes the placement as the test before left it
-(``cluster.layout``: each guest's node and the free ones), so no test pays a migration back home;
-the module puts the guests home once at its end. With two free nodes the watch may pick either
-(least load): the tests take the target from the audit record and check it was a free one.
+(``cluster.layout``: each guest's node and the free ones), so no test pays a migration back home,
+and neither does the module: it runs last (tests/e2e/conftest.py, _site_order), and leaves the
+guests where its last test put them. With two free nodes the watch may pick either (least load):
+the tests take the target from the audit record and check it was a free one.
 """
 import json
 import os
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.e2e,
 WATCH = os.path.join(REPO, "playbooks", "watch.yml")
 EVACUATE = os.path.join(REPO, "playbooks", "evacuate.yml")
 RETURN = os.path.join(REPO, "playbooks", "return.yml")
-HOME = {"guest1": "compute1", "guest2": "compute2"}
+GUESTS = ("guest1", "guest2")          # the site's guests (inventory/testbed-site)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -46,12 +47,12 @@ class Layout(object):
     """Where the guests are now: ``node[guest]``, and the compute nodes without a guest (``spares``)."""
 
     def __init__(self, where, compute):
-        for guest in HOME:
+        for guest in GUESTS:
             assert len(where.get(guest, [])) == 1, "guest %s runs on %s" % (guest, where.get(guest, []))
-        self.node = {guest: where[guest][0] for guest in HOME}
+        self.node = {guest: where[guest][0] for guest in GUESTS}
         self.spares = [n for n in compute if n not in self.node.values()]
-        assert len(self.spares) == len(compute) - len(HOME) >= 1, \
-            "expected %d compute nodes without a guest, got %s (%s)" % (len(compute) - len(HOME), self.spares, where)
+        assert len(self.spares) == len(compute) - len(GUESTS) >= 1, \
+            "expected %d compute nodes without a guest, got %s (%s)" % (len(compute) - len(GUESTS), self.spares, where)
 
 
 _published = {}     # node -> the guests Ganglia was last told it runs (by settle or the watch)
@@ -69,7 +70,7 @@ def settle(cluster):
     lay = Layout(where, cluster.compute)
     # The watch reads the placement from the dom0s' Ganglia metrics (published every minute on the
     # testbed). Publish on the nodes whose guests changed since the last settle (the watch itself
-    # republishes after its moves, a killed evacuation or restore() does not), so that no test
+    # republishes after its moves, a killed evacuation does not), so that no test
     # sees an older placement.
     running = {n: sorted(g for g, at in lay.node.items() if at == n) for n in cluster.compute}
     for node in cluster.compute:
@@ -77,23 +78,6 @@ def settle(cluster):
             cluster.testbed.ssh(node, "systemctl start pft-xen-metrics.service", timeout=120)
             _published[node] = running[node]
     return lay
-
-
-def restore(cluster):
-    """Every guest back on its provisioned node (at the end: the Xen tests expect the spares empty)."""
-    lay = settle(cluster)
-    for guest, home in HOME.items():
-        if lay.node[guest] != home:
-            out = cluster.ansible(lay.node[guest], "xen_migrate", "guest=%s target=%s" % (guest, home), timeout=1200)
-            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert placement(cluster) == {g: [h] for g, h in HOME.items()}
-    settle(cluster)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def home_at_the_end(site_cluster):
-    yield
-    restore(site_cluster)
 
 
 @pytest.fixture()
@@ -159,7 +143,7 @@ def test_heated_node_guest_moves_and_mpi_job_is_correct(cluster, tmp_path):
     key = guest_key(cluster, tmp_path)
     g1 = cluster.guest("guest1")["ip"]
     start = guest_ssh(key, g1, "nohup mpiexec -f /etc/pft/mpi-hosts -n %d pft-mpi-job --steps 90 --pause 1 "
-                               "> /root/job.log 2>&1 < /dev/null & echo started" % len(HOME))
+                               "> /root/job.log 2>&1 < /dev/null & echo started" % len(GUESTS))
     assert start.returncode == 0, start.stderr
     cluster.testbed.heat(hot, "CPU1 Temp", 92)
     result = run(cluster, WATCH, window=30, name="watch-heated")
@@ -265,11 +249,11 @@ def test_two_hot_nodes_two_spares_both_move_one_at_a_time(cluster):
     result = run(cluster, WATCH, "-e", "pft_watch_max_parallel=1", window=20, name="watch-two-spares")
     assert result.rc == 0, result.tail()
     recs = migrated(cluster)
-    assert sorted(r["guest"] for r in recs) == sorted(HOME), audit(cluster)
+    assert sorted(r["guest"] for r in recs) == sorted(GUESTS), audit(cluster)
     targets = {r["guest"]: r["target"] for r in recs}
     assert sorted(targets.values()) == sorted(lay.spares), targets        # one spare each
     where = placement(cluster)
-    assert {g: where[g] for g in HOME} == {g: [t] for g, t in targets.items()}, where   # each exactly once
+    assert {g: where[g] for g in GUESTS} == {g: [t] for g, t in targets.items()}, where   # each exactly once
     first, second = sorted(recs, key=lambda r: r["migration"]["wall_t0"])
     first_end = first["migration"]["wall_t0"] + first["migration"]["total_s"]
     assert second["migration"]["wall_t0"] >= first_end - 1.0, (first["migration"], second["migration"])

@@ -170,6 +170,13 @@ class XenCluster(object):
             return ip
         return self.start_guest(name, index)
 
+    def destroy_started(self):
+        """Every test guest a test started, destroyed on both nodes (after the last Xen test:
+        tests/e2e/conftest.py's pytest_runtest_teardown; and at the fixture's end)."""
+        for name in self.started:
+            self.destroy_everywhere(name)
+        self.started = []
+
     def destroy_everywhere(self, name):
         for node in (self.source, self.target):
             for n in self.xl_list(node):
@@ -279,6 +286,21 @@ def assert_runs_once_on(cluster, guest, node):
     assert where[node] == [guest] and where[other] == [], where
 
 
+def _free_node(tb, computes, source):
+    """The last compute node (not the source) whose dom0 runs no guest but the Xen tests' own: on
+    a cluster as site.yml leaves it, the last spare. (A reused testbed whose guests the watch tests
+    moved has another free node; the target must be free, the tests size its memory so.)"""
+    for node in reversed(computes):
+        if node == source:
+            continue
+        out = subprocess.run(tb.ssh_argv(node, "xl list"), capture_output=True, text=True, timeout=120)
+        guests = [line.split()[0] for line in out.stdout.splitlines()[1:] if line.split()]
+        if out.returncode == 0 and all(g == "Domain-0" or g.startswith("pft") for g in guests):
+            return node
+    pytest.fail("no compute node of testbed %s but %s is free of guests for the Xen tests (set PFT_XEN_TARGET)"
+                % (tb.name, source))
+
+
 @pytest.fixture(scope="session")
 def xen_cluster(request):
     """Two Xen dom0s: the site.yml-provisioned session cluster (source = first compute node, target
@@ -300,7 +322,7 @@ def xen_cluster(request):
                     "PFT_XEN_TESTBED (a running testbed whose compute nodes run Xen); see tests/e2e/xen_helpers.py")
     computes = [n.name for n in tb.nodes if n.role == "compute"]
     source = os.environ.get("PFT_XEN_SOURCE", computes[0])
-    target = os.environ.get("PFT_XEN_TARGET", computes[-1])
+    target = os.environ.get("PFT_XEN_TARGET") or _free_node(tb, computes, source)
     for node in (source, target):
         out = subprocess.run(tb.ssh_argv(node, "xl info"), capture_output=True, text=True, timeout=120)
         if out.returncode != 0 or "xen_version" not in out.stdout:
@@ -313,5 +335,4 @@ def xen_cluster(request):
     cluster = XenCluster(tb, inventory, source, target, shim)
     cluster.stage()
     yield cluster
-    for name in cluster.started:
-        cluster.destroy_everywhere(name)
+    cluster.destroy_started()

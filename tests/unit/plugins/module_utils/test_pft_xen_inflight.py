@@ -271,8 +271,12 @@ def test_xl_migrate_args(argv, expect):
 
 
 def test_a_running_xl_migrate_without_lock_is_listed_from_the_process_list(tmp_path, lock_dir):
+    # a stand-in that never forks (a `sleep` loop would: for a moment its child has the same
+    # command line, and the listing would name two pids); it blocks opening a FIFO nobody writes
+    fifo = tmp_path / "never"
+    os.mkfifo(fifo)
     xl = tmp_path / "xl"
-    xl.write_text("#!/bin/sh\nwhile :; do sleep 1; done\n")
+    xl.write_text(f"#!/bin/sh\nread line < {fifo}\n")
     xl.chmod(0o755)
     proc = subprocess.Popen([str(xl), "-v", "migrate", "gproc", "compute9"])
     try:
