@@ -291,11 +291,7 @@ def _free_node(tb, computes, source):
     a cluster as site.yml leaves it, the last spare. (A reused testbed whose guests the watch tests
     moved has another free node; the target must be free, the tests size its memory so.)"""
     for node in reversed(computes):
-        if node == source:
-            continue
-        out = subprocess.run(tb.ssh_argv(node, "xl list"), capture_output=True, text=True, timeout=120)
-        guests = [line.split()[0] for line in out.stdout.splitlines()[1:] if line.split()]
-        if out.returncode == 0 and all(g == "Domain-0" or g.startswith("pft") for g in guests):
+        if node != source and all(g.startswith("pft") for g in tb._domus(node)):
             return node
     pytest.fail("no compute node of testbed %s but %s is free of guests for the Xen tests (set PFT_XEN_TARGET)"
                 % (tb.name, source))
