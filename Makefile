@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # pft: the two commands a user needs are `make demo` and `make test`.
 SHELL := /bin/bash
 VENV := .venv

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmark (P2): detection latency of the watch, from a sensor crossing its threshold to the
 migration starting, on the site.yml-provisioned testbed.
 

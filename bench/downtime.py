@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Migration downtime on the Xen testbed: the ping-pong formula of seed 002 section 4.3, plus the
 guest's own heartbeat gap, against xen_migrate's own estimate.
 

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """P1: one full sensor sweep of N BMCs, pft against FreeIPMI and ipmitool.
 
 Starts N real OpenIPMI ipmi_sim BMCs on loopback (pft_testbed.bmc), then

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Pre-staging benchmark on the Xen testbed (issue 6, P3): plain live migration against
 pre-staged migration (balloon the guest down to its measured working set first).
 

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmark (issue 20): bringing a killed compute node back, full boot against Testbed.reset_node.
 
 On a site.yml-provisioned testbed, each run kills one compute node (SIGKILL to its QEMU: what a

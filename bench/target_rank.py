@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmark: rank migration targets among 1000 hosts from a real gmond's XML.
 
 How the XML is made (recorded from a real run, every time unless cached):

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """`make demo`: pft's proactive loop on the built-in virtual cluster, end to end.
 
 1. boot the testbed (head + 3 compute nodes under QEMU, real ipmi_sim BMCs);

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The evacuation timeline of `make demo` as a PNG: sensor, verdicts, migration, MPI progress.
 
 ``render(samples, heated_at, path, ...)`` takes what the demo collected (wall-clock times):

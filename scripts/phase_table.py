@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The phase table at the end of ``make test``: where the time of the run went.
 
 The phases file has one JSON object a line, ``{"phase", "seconds", "detail", "at"}``, written by

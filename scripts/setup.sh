@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # pft controller setup: pinned Debian packages, a virtualenv at .venv with
 # pinned Python packages, and the collections of requirements.yml.
 # Idempotent: a second run checks and does nothing. Run as root on Debian 12.

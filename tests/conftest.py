@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Shared pytest setup.
 
 pft is not a collection: its module_utils live in plugins/module_utils and

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Run a module's main() in-process, as Ansible would, and return its JSON result with its exit code."""
 import json
 

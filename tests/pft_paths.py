@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Paths of the repository, for tests.
 
 Import these from here, not from ``conftest``: with several conftest.py files

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A unix datagram socket standing in for /dev/log: the alerts pft_alert sends arrive here."""
 import socket
 

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Where the time of a test run goes: phase records for ``make test``'s closing table.
 
 Two parts:

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pft contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Documentation shared by pft's modules (``extends_documentation_fragment: [pft.attributes]``).
 
 A module's own ``attributes`` entries (support, details) are merged over these.

@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Alerts for pft: tell the admin by syslog, mail and/or webhook.
 
 Everything here is plain Python (the standard library only) so that it can be

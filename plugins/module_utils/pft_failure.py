@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pft contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """How a pft module fails on any error: one clean message that names what is at fault.
 
 The watch alerts with the first line of a failed step's message, so a bare traceback (a full disk,

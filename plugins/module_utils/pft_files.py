@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pft contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A node's small files, directories and removals, planned and applied in one pass.
 
 Why one pass: every Ansible task that touches a node starts a Python interpreter there

@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ganglia for pft: read the XML of gmond/gmetad, pick a migration target, publish metrics.
 
 Everything here is plain Python so that it can be unit-tested without Ansible.

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: pft contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """IPMI health sampling and verdicts for pft (logic of ipmi_health_info).
 
 The module is a thin wrapper; everything that decides lives here so it can be

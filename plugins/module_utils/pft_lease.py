@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The controller lock: one pft playbook at a time reserves, moves and releases spares.
 
 ``watch.yml`` (from cron), ``evacuate.yml`` and ``return.yml`` (run by an admin) all change the

@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Spare reservations on the pft controller.
 
 Two evacuations running at once must never get the same spare. A reservation

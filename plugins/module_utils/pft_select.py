@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Step 3 of the watch, in one pass on the controller: which guests the bad nodes run, a target for
 each, its reservation, and the journal entry of the work.
 

@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The watch loop's memory and its decisions, on the pft controller.
 
 Everything lives in one state directory (default ``/var/lib/pft``):

@@ -1,4 +1,6 @@
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Xen for pft: domain facts, target probes, instrumented `xl migrate`, checkpoint images (issue 6).
 
 Plain Python (no Ansible import) so it can be unit-tested; the modules xen_domain_info,

@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible module ganglia_placement_info: which guests each node runs, from Ganglia."""
 from __future__ import annotations
 

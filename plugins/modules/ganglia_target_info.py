@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible module ganglia_target_info: choose a live-migration target from Ganglia."""
 from __future__ import annotations
 

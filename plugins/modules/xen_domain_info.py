@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible module xen_domain_info: the domains of a Xen dom0 and its memory and versions."""
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible module xen_migrate: move a running guest to another dom0, instrumented and verified."""
 from __future__ import annotations
 

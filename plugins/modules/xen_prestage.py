@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible module xen_prestage: check (and prepare) a target dom0 for a guest before it must move."""
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible module xen_restore: start a guest from its checkpoint image, only when it runs nowhere else."""
 from __future__ import annotations
 

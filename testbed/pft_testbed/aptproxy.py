@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A small caching HTTP proxy for the testbed nodes' apt, on the controller.
 
 Nodes have no route out of their namespace; their apt uses this proxy on the controller's

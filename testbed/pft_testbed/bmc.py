@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Real simulated BMCs: OpenIPMI ``ipmi_sim`` instances on loopback.
 
 Each :class:`SimBmc` is one ``ipmi_sim`` process that speaks real RMCP+

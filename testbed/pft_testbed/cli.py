@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """``testbed`` command line: bring the virtual cluster up and down, and act on its nodes."""
 import argparse
 import json

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The testbed's layout: names, addresses and sizes, derived from a testbed name and index.
 
 Pure functions only (no side effects), so the plan of a testbed can be unit-tested.

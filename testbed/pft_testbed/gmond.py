@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Real Ganglia gmond instances for tests and benchmarks.
 
 Two helpers, both driving the Debian ganglia-monitor 3.7.2 binaries (facts in

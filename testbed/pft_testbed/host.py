@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Host-side helpers: required programs, running commands with clear errors and progress."""
 import os
 import shutil

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The testbed's node image: Debian bookworm from debootstrap, GRUB on its own disk.
 
 The image is cached under ``<cache>/images/<key>/base.qcow2``. The key is a hash of every

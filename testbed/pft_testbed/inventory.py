@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible inventory for a running testbed: ``inventory/testbed/``.
 
 Files written (the directory is gitignored):

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Kept clusters: a converged testbed's nodes, saved once and loaded again instead of a converge.
 
 A converge of ``playbooks/site.yml`` from bare nodes costs 20-40 min under TCG. Its result only

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """QEMU's human monitor (HMP) over the node's unix socket: one command, its output.
 
 Every node's QEMU listens on ``<node dir>/monitor.sock`` (``-monitor unix:...,server=on,wait=off``).

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A running virtual cluster: network namespace, QEMU/TCG nodes, ipmi_sim BMCs.
 
 Python API (the CLI, e2e tests and molecule use the same)::

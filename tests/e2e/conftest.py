@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The shared e2e testbed: one virtual cluster (head + 4 compute) for the whole session.
 
 guest1 runs on compute1, guest2 on compute2 (inventory/testbed-site), compute3 and compute4 are

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """End-to-end: playbooks/site.yml provisions the session testbed (issue 5).
 
 The ``site_cluster`` fixture (tests/e2e/conftest.py) converges site.yml once per session and runs

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """End-to-end: the virtual cluster testbed (issue 4) on real QEMU/TCG nodes and ipmi_sim BMCs."""
 import os
 import subprocess

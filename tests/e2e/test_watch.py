@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """End-to-end: the proactive loop (watch.yml, evacuate.yml, return.yml) on the provisioned testbed.
 
 Uses ``site_cluster`` (tests/e2e/conftest.py): head + compute1..4, guest1 on compute1, guest2 on

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """End-to-end, quick part: xen_domain_info, check mode, a target without memory, and a checkpoint
 restored on the spare, on real Xen 4.17 dom0s (issue 6). The migrations are in test_xen_migrate.py.
 

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """End-to-end: xen_domain_info, xen_migrate and xen_prestage on real Xen 4.17 dom0s (issue 6).
 
 Runs on the site.yml-provisioned session testbed (PFT_E2E_SITE=1), or on a Xen testbed named by

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Helpers of the Xen e2e tests (tests/e2e/test_xen_*.py): a cluster of two Xen dom0s and a PV test guest.
 
 The tests need compute nodes that already run Xen with the xen_host role applied (migration key,

@@ -1,4 +1,6 @@
 #!/bin/sh
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build pft's PV test guest on a Xen dom0 (run as root on the dom0):
 #   xen_test_guest.sh DIR
 # DIR gets vmlinuz (this node's Debian kernel), initrd.img (a tiny busybox initramfs with

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Migration-target selection against real gmond (Debian ganglia-monitor 3.7.2).
 
 Loopback: one gmond per test with its own config and ports; hosts are simulated

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """ipmi_health_info against real OpenIPMI ipmi_sim BMCs on loopback.
 
 Every test here talks RMCP+ to real simulated BMCs started by

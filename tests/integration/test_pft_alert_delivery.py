@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """pft_alert against real servers on loopback: an SMTP server (written here, with STARTTLS and AUTH PLAIN),
 an HTTP server (http.server), a syslog socket (a unix datagram socket, as /dev/log is), a closed port and a
 socket that accepts and stays silent. The module_util is called directly, then the module runs through

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """playbooks/watch.yml's controller half against real ipmi_sim BMCs on loopback.
 
 The compute nodes here are inventory entries on the controller itself with no Xen, so the

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The watch's modules on a state directory that is full or read-only: real file systems, real errors.
 
 A small tmpfs is mounted (root only) and filled up, so that a write meets a real ENOSPC (and an append a

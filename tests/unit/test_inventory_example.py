@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The example inventory stays valid: groups, BMC host vars and the vault."""
 import os
 import subprocess

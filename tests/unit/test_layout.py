@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The repository layout contract of DEVELOPERS.md."""
 import os
 

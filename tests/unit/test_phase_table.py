@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The phase table of ``make test`` (scripts/phase_table.py) and its recorder (tests/phase_clock.py)."""
 import importlib.util
 import json

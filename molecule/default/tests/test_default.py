@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """testinfra verify of pft's site.yml on the testbed (molecule default scenario).
 
 Runs on every node of the molecule inventory (head, compute1..3); each check picks the

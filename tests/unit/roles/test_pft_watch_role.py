@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """roles/pft_watch applied for real by playbooks/install-watch.yml to localhost, with every
 destination (sbin, cron.d, logrotate.d, /etc/pft, /var/lib/pft, the log, the lock) redirected
 into a temporary directory: files, modes, idempotence, check mode, disabling, the preflight.

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """roles/pft_watch: the pft-watch wrapper, rendered from the role's template and run for real.
 
 The template is rendered by Ansible's own template module (so ``ansible_managed | comment`` and

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """playbooks/site.yml's preflight play on inventories (no nodes contacted: --limit localhost)."""
 import os
 import subprocess

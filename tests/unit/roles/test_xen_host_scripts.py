@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The scripts xen_host templates onto a node, run against stand-ins for xl and gmetric.
 
 The real paths are checked on the testbed (molecule/default/tests/test_default.py: the

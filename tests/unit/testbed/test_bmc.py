@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the simulated-BMC helper's own logic (no ipmi_sim needed)."""
 import pytest
 

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The nodes' caching apt proxy (pft_testbed.aptproxy): what it caches and forwards, on loopback."""
 import http.client
 import os

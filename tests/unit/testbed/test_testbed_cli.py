@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Argument handling of the testbed CLI (pft_testbed.cli), without touching the host."""
 import pytest
 

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Testbed layout: names, indices, addresses (pft_testbed.config)."""
 import ipaddress
 

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fault reporting of pft_testbed.testbed without VMs: a node that doesn't come up is named, with its console."""
 import json
 import os

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Host checks: missing programs and root (pft_testbed.host)."""
 import pytest
 

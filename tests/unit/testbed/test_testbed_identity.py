@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The node-side identity service (imagefiles/usr/local/sbin/pft-identity), run by sh against a fake root."""
 import os
 import struct

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Image cache keys and the MBR/GRUB writers (pft_testbed.image); no debootstrap here."""
 import struct
 

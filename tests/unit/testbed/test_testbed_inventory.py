@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The Ansible inventory writer (pft_testbed.inventory)."""
 import os
 import stat

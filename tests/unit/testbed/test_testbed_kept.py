@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The kept-cluster key and store (pft_testbed.kept) and the one-shot resume of a node's start.sh.
 
 The key must change whenever anything the converge reads changes (a kept cluster from other inputs

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of pft_alert: formatting, validation, redaction, the dispatcher, and syslog on a real
 unix socket. Delivery to real SMTP and HTTP servers is in tests/integration/test_pft_alert_delivery.py.
 

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of pft_files: real files in a temporary directory (the tests run as root)."""
 import os
 import stat

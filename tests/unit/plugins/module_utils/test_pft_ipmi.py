@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the health logic in pft_ipmi: policy, hysteresis, trend,
 sampling and error handling, with fake node readers.
 

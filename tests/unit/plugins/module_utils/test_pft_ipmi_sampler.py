@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Scheduling of pft_ipmi.Sampler over mixes of fast, slow, dead and refusing BMCs.
 
 The sampler runs here on a fake clock and a fake event loop (``World``): an

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of pft_reservation (real files and flock in a temporary directory)."""
 import json
 import multiprocessing

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of pft_select: the watch's step 3 (placement, ranking, reservation, journal) in one pass.
 
 The Ganglia XML comes from the generator of test_pft_ganglia (gmond 3.7.2's layout, checked against

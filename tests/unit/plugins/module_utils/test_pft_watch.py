@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of pft_watch: the watch's decisions, quarantine, journal and audit (real files, flock)."""
 import json
 import multiprocessing

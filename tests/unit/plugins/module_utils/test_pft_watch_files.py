@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the watch's files under faults: torn audit appends, OSErrors of the state and
 reservation directories, durability (fsync of the directory), and the modules' failure messages.
 

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of pft_xen: xl output parsers, the migration log state machine, the convergence guard,
 the target probe (argv, parsing, and the forced command's pft-probe verb) and the decision logic.
 

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the checkpoint image and reactive restore of pft_xen (xen_prestage checkpoint=true,
 xen_restore): the delta stream on real files, the target's receiver through the rendered forced command,
 and the xl/ssh orchestration with a fake runner. Real Xen: tests/e2e/test_xen_basic.py

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of pft_xen for a migration that outlives its watcher: the bound on the wait past the
 point of no return (xen_migrate handover_timeout: failure handover-timeout, in_flight, xl left running)
 and the migration lock (/run/pft/migrate/GUEST.lock, held by `xl migrate`; xen_domain_info's

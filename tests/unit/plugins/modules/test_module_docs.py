@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Every module's DOCUMENTATION matches its argument_spec, and its EXAMPLES
 and RETURN parse: the parts of ansible-test's validate-modules that pft,
 which is not a collection, can check itself."""

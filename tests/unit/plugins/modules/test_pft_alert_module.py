@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the module pft_alert (in process): when it fails, what it returns, check mode.
 
 Syslog is a real unix datagram socket and the mail server a closed loopback port here;

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the module pft_files (in process, on real files): what it returns when a
 validate command fails midway, check mode, diff."""
 import json

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the modules ganglia_target_info, spare_reservation and ganglia_metric (in process).
 
 Ganglia is a loopback socket serving generated XML here; tests/integration

@@ -1,3 +1,5 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the module pft_watch_select (in process, through AnsibleModule).
 
 Ganglia is a loopback socket serving generated XML in gmond 3.7.2's layout; the watch runs the same
