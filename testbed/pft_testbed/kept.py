@@ -15,17 +15,21 @@ Layout (``<cache>/kept/<key>/``)::
     id_ed25519{,.pub} the testbed's ssh key (the nodes' authorized_keys hold its public half)
     <node>.qcow2     the node's disk over the base image, with the snapshot SNAPSHOT inside
 
-The key (:func:`converge_key`) hashes everything the converge reads: the roles, the playbooks,
-pft's modules and module_utils, the testbed site inventory, ansible.cfg, the pinned package lists,
-the base image, the testbed code that shapes a node (image, identity, QEMU command line,
-inventory), the testbed's plan (names, addresses, MACs, memory), the ansible-core version and
-the QEMU version.
+The key (:func:`converge_key`) hashes everything the converge reads: the roles, ``site.yml``, the
+pft modules that the roles and ``site.yml`` call, the module_utils those modules import and the
+roles install on the nodes (:func:`converge_code`: found by reading them, so a new call or import
+changes the key), the testbed site inventory, ansible.cfg, the pinned package lists, the base
+image, the testbed code that shapes a node (image, identity, QEMU command line, inventory), the
+testbed's plan (names, addresses, MACs, memory), the ansible-core version and the QEMU version.
+The watch's playbooks and the modules only the watch runs are not inputs: a change there leaves
+the kept cluster valid (the warm run's second ``site.yml`` still shows that it changes nothing).
 Files the converge makes on the controller and reuses (the cluster's migration key) are not in
 the key: :func:`KeptCluster.valid` compares them with the ones recorded when the cluster was kept.
 """
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 
@@ -34,16 +38,13 @@ from pft_testbed.image import default_cache_dir
 SNAPSHOT = "pft-kept"          # the whole cluster at one cut: Testbed.restore loads it
 RESET = "pft-reset"             # a node with its guests paused: Testbed.reset_node loads it, destroys them
 KEEP_LAST = 2                   # kept clusters on disk (each about 5 x 1.5 GB); older ones are removed
-FORMAT = 1                      # bump when the layout changes: old kept clusters then never match
+FORMAT = 2                      # bump when the layout changes: old kept clusters then never match
 
 # What the converge reads, relative to the repository. Directories are hashed file by file
 # (relative path, mode and contents); a symlink by its target.
 REPO_INPUTS = (
     "roles",
-    "playbooks",
-    "plugins/modules",
-    "plugins/module_utils",
-    "library",
+    "playbooks/site.yml",
     "inventory/testbed-site",
     "ansible.cfg",
     "requirements-apt.txt",
@@ -96,6 +97,80 @@ def tree_entries(repo, rel):
     return entries
 
 
+MODULES_DIR = "plugins/modules"
+MODULE_UTILS_DIR = "plugins/module_utils"
+LIBRARY_DIR = "library"
+# Where the converge names pft code: the roles (tasks, templates that import module_utils on a
+# node, lookups of module_utils files) and the playbook itself.
+_CALLERS = ("roles", "playbooks/site.yml")
+# A module used as a task: `pft_files:` or `- pft.cluster.pft_files:` at the start of a line.
+_TASK_KEY = r"^[ \t]*(?:-[ \t]+)?(?:[A-Za-z0-9_]+\.[A-Za-z0-9_]+\.)?({names})[ \t]*:"
+# A module_util named in code or a role: an Ansible import, a plain import on a node, a file name.
+_UTIL_REFS = (re.compile(r"ansible\.module_utils\.(\w+)"), re.compile(r"^\s*(?:from|import)\s+(\w+)", re.M),
+              re.compile(r"\b(\w+)\.py\b"))
+
+
+def _texts(repo, rel):
+    """(relative path, text) of every readable file at or under rel."""
+    for path, kind, _, _ in tree_entries(repo, rel):
+        if kind != "file":
+            continue
+        try:
+            with open(os.path.join(repo, path), encoding="utf-8") as f:
+                yield path, f.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+
+
+def _names(repo, rel, suffix=".py"):
+    top = os.path.join(repo, rel)
+    if not os.path.isdir(top):
+        return set()
+    return {n[:-len(suffix)] for n in os.listdir(top) if n.endswith(suffix)}
+
+
+def converge_code(repo):
+    """Relative paths of the pft modules and module_utils a converge of site.yml runs or installs.
+
+    The modules are those that a role or site.yml uses as a task, with their ``library/`` links;
+    the module_utils are those that these modules import, that a role names (installs on a node,
+    or a template imports), and what those import in turn. Found by reading the files, so this is
+    a superset when a name only appears in a comment: a key that changes too often costs a
+    converge, one that changes too seldom passes off an old converge as this one."""
+    modules = _names(repo, MODULES_DIR)
+    utils = _names(repo, MODULE_UTILS_DIR)
+    caller_texts = [text for rel in _CALLERS for _, text in _texts(repo, rel)]
+    used = set()
+    if modules:
+        task_key = re.compile(_TASK_KEY.format(names="|".join(sorted(map(re.escape, modules)))), re.M)
+        for text in caller_texts:
+            used.update(m.group(1) for m in task_key.finditer(text))
+
+    def util_refs(text):
+        return {m.group(1) for ref in _UTIL_REFS for m in ref.finditer(text) if m.group(1) in utils}
+
+    pending = set()
+    for text in caller_texts:
+        pending |= util_refs(text)
+    out = set()
+    for name in sorted(used):
+        out.add(f"{MODULES_DIR}/{name}.py")
+        if os.path.lexists(os.path.join(repo, LIBRARY_DIR, f"{name}.py")):
+            out.add(f"{LIBRARY_DIR}/{name}.py")
+        for _, text in _texts(repo, f"{MODULES_DIR}/{name}.py"):
+            pending |= util_refs(text)
+    seen = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        out.add(f"{MODULE_UTILS_DIR}/{name}.py")
+        for _, text in _texts(repo, f"{MODULE_UTILS_DIR}/{name}.py"):
+            pending |= util_refs(text) - seen
+    return sorted(out)
+
+
 def converge_inputs(repo, plan, image, ansible_version, qemu_version="", extra=None):
     """Everything that decides what a converge of the testbed makes, as a JSON-able dict.
 
@@ -104,7 +179,7 @@ def converge_inputs(repo, plan, image, ansible_version, qemu_version="", extra=N
     ``qemu-system-x86_64 --version`` (a snapshot is only sure to load into the QEMU that saved
     it); ``extra``: anything else the caller's converge depends on (e.g. extra-vars)."""
     files = []
-    for rel in REPO_INPUTS + TESTBED_INPUTS:
+    for rel in REPO_INPUTS + tuple(converge_code(repo)) + TESTBED_INPUTS:
         files.extend(tree_entries(repo, rel))
     return {
         "format": FORMAT,

@@ -25,12 +25,12 @@ IMAGE = "/cache/images/91f47029e659f473/base.qcow2"
 def repo(tmp_path_factory):
     """A copy of the converge's inputs (and one unrelated directory) to change freely."""
     root = tmp_path_factory.mktemp("repo")
-    for rel in kept.REPO_INPUTS + kept.TESTBED_INPUTS + ("docs",):
+    for rel in kept.REPO_INPUTS + kept.TESTBED_INPUTS + ("docs", "playbooks", "plugins", "library"):
         src = os.path.join(REPO, rel)
         dst = root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if os.path.isdir(src) and not os.path.islink(src):
-            shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         elif os.path.islink(src):
             os.symlink(os.readlink(src), dst)
         else:
@@ -73,6 +73,8 @@ def test_changing_any_role_file_changes_the_key(repo):
 
 @pytest.mark.parametrize("rel", ["playbooks/site.yml", "inventory/testbed-site/group_vars/all/site.yml",
                                  "requirements-apt.txt", "ansible.cfg", "plugins/module_utils/pft_files.py",
+                                 "plugins/modules/pft_files.py", "plugins/module_utils/pft_xen.py",
+                                 "plugins/module_utils/pft_ganglia.py",
                                  "testbed/pft_testbed/image.py", "testbed/pft_testbed/config.py",
                                  "testbed/pft_testbed/imagefiles/usr/local/sbin/pft-identity"])
 def test_changing_another_input_changes_the_key(repo, rel):
@@ -103,8 +105,7 @@ def test_a_new_file_a_mode_and_a_symlink_change_the_key(repo):
     os.chmod(target, mode ^ 0o100)
     assert key(repo) != before
     os.chmod(target, mode)
-    link = sorted(n for n in os.listdir(os.path.join(repo, "library")) if n.endswith(".py"))[0]
-    path = os.path.join(repo, "library", link)
+    path = os.path.join(repo, "library", "pft_files.py")       # a module the converge runs
     old = os.readlink(path)
     os.unlink(path)
     os.symlink("../plugins/modules/elsewhere.py", path)
@@ -127,8 +128,10 @@ def test_plan_image_ansible_qemu_and_extra_are_in_the_key(repo):
 
 def test_unrelated_files_do_not_change_the_key(repo):
     before = key(repo)
-    with open(os.path.join(repo, "docs", "site.md"), "a") as f:
-        f.write("\nmore words\n")
+    for rel in ("docs/site.md", "playbooks/watch.yml", "plugins/modules/pft_watch_decide.py",
+                "plugins/module_utils/pft_ipmi.py"):
+        with open(os.path.join(repo, rel), "a") as f:
+            f.write("\n# more words\n")
     cache = os.path.join(repo, "roles", "__pycache__")
     os.makedirs(cache, exist_ok=True)
     with open(os.path.join(cache, "x.pyc"), "wb") as f:
@@ -213,3 +216,36 @@ def test_start_script_resumes_once_then_boots(tmp_path, monkeypatch):
     subprocess.run(["/bin/sh", script], env=env, check=True)
     second = (tmp_path / "argv").read_text()
     assert "-loadvm" not in second and "qemu-system-x86_64" in second
+
+
+def test_the_converge_code_follows_calls_and_imports(repo):
+    """The modules site.yml's roles call, the module_utils they import or install, transitively."""
+    code = kept.converge_code(repo)
+    assert "plugins/modules/pft_files.py" in code and "library/pft_files.py" in code
+    assert "plugins/module_utils/pft_files.py" in code            # imported by the module
+    assert "plugins/module_utils/pft_xen.py" in code              # installed on the dom0s by xen_host
+    assert not any("watch" in rel or "ipmi" in rel for rel in code)
+    before = key(repo)
+    # A role that starts calling another module makes that module and its imports inputs.
+    task = os.path.join(repo, "roles", "ganglia", "tasks", "pft-extra.yml")
+    with open(task, "w") as f:
+        f.write("- name: Extra\n  ipmi_health_info:\n    nodes: []\n")
+    try:
+        code = kept.converge_code(repo)
+        assert "plugins/modules/ipmi_health_info.py" in code
+        assert "plugins/module_utils/pft_ipmi.py" in code
+        assert key(repo) != before
+    finally:
+        os.unlink(task)
+    assert key(repo) == before
+    # A util imported by an installed util is an input too (the dom0 programs import by plain name).
+    util = os.path.join(repo, "plugins", "module_utils", "pft_xen.py")
+    with open(util) as f:
+        original = f.read()
+    with open(util, "a") as f:
+        f.write("\ntry:\n    from ansible.module_utils.pft_lease import x\nexcept ImportError:\n    pass\n")
+    try:
+        assert "plugins/module_utils/pft_lease.py" in kept.converge_code(repo)
+    finally:
+        with open(util, "w") as f:
+            f.write(original)
