@@ -109,6 +109,13 @@ class Plan:
         raise KeyError(name)
 
     @property
+    def controller_mac(self):
+        """The MAC of the controller's end of the veth. Fixed, so that a node loaded from a kept
+        cluster finds the controller at the MAC its ARP cache kept (a random one, new at every
+        `up`, left it unreachable until that entry aged out: about 40 s of every reset)."""
+        return f"52:54:00:e7:{self.index:02x}:01"
+
+    @property
     def apt_proxy(self):
         return f"http://{self.controller}:{APT_PROXY_PORT}"
 

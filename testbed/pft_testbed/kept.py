@@ -14,6 +14,8 @@ Layout (``<cache>/kept/<key>/``)::
     meta.json        the key's inputs, the testbed plan, the BMC password, when and how long
     id_ed25519{,.pub} the testbed's ssh key (the nodes' authorized_keys hold its public half)
     <node>.qcow2     the node's disk over the base image, with the snapshot SNAPSHOT inside
+    controller/      the controller files the nodes depend on (:func:`controller_files`), put
+                     back after a restore
 
 The key (:func:`converge_key`) hashes everything the converge reads: the roles, ``site.yml``, the
 pft modules that the roles and ``site.yml`` call, the module_utils those modules import and the
@@ -235,11 +237,64 @@ class KeptCluster:
     def exists(self):
         return os.path.exists(self.meta_file)
 
-    def valid(self, plan_nodes, requires_now):
+    @property
+    def controller_dir(self):
+        return os.path.join(self.path, "controller")
+
+    def save_controller_files(self, cluster_name, home=None):
+        """Copy the controller files the kept nodes depend on (:func:`controller_files`) into the
+        kept cluster, so that a later converge of another cluster of the same name, which rewrites
+        them, leaves this kept cluster usable: :meth:`put_back_controller_files` puts them back.
+        Returns the relative paths saved."""
+        base = pft_cache(home)
+        tmp = self.controller_dir + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        saved = []
+        for rel in controller_relpaths(cluster_name):
+            src = os.path.join(base, rel)
+            if not os.path.exists(src):
+                continue
+            _copy(src, os.path.join(tmp, rel))
+            saved.append(rel)
+        shutil.rmtree(self.controller_dir, ignore_errors=True)
+        os.makedirs(tmp, exist_ok=True)
+        os.replace(tmp, self.controller_dir)
+        return saved
+
+    def saved_controller_paths(self, cluster_name, home=None):
+        """{absolute path on the controller: saved copy} of the controller files this cluster holds."""
+        base = pft_cache(home)
+        out = {}
+        for rel in controller_relpaths(cluster_name):
+            copy = os.path.join(self.controller_dir, rel)
+            if os.path.lexists(copy):
+                out[os.path.join(base, rel)] = copy
+        return out
+
+    def put_back_controller_files(self, cluster_name, home=None):
+        """Replace the controller's copies with the ones saved when the cluster was kept (after a
+        restore, before anything runs over the kept nodes). Returns the paths replaced."""
+        replaced = []
+        for path, copy in sorted(self.saved_controller_paths(cluster_name, home).items()):
+            tmp = path + ".pft-put-back"
+            if os.path.isdir(tmp) and not os.path.islink(tmp):
+                shutil.rmtree(tmp)
+            elif os.path.lexists(tmp):
+                os.unlink(tmp)
+            _copy(copy, tmp)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+            replaced.append(path)
+        return replaced
+
+    def valid(self, plan_nodes, requires_now, saved=()):
         """(True, "") if the kept cluster can replace a converge, else (False, why).
 
         ``plan_nodes``: node names the testbed has; ``requires_now``: {path: digest or None} of the
-        controller files the converge reuses (see :func:`controller_files`)."""
+        controller files the converge reuses (see :func:`controller_files`); ``saved``: the paths
+        of those that the kept cluster holds a copy of (:meth:`saved_controller_paths`), which are
+        put back after the restore, so they need not match now."""
         if not self.exists():
             return False, f"no kept cluster {self.key}"
         try:
@@ -253,7 +308,7 @@ class KeptCluster:
             return False, f"kept cluster {self.key} lacks its ssh key"
         kept_requires = meta.get("requires", {})
         for path, digest in sorted(kept_requires.items()):
-            if requires_now.get(path) != digest:
+            if path not in saved and requires_now.get(path) != digest:
                 return False, (f"{path} changed since the cluster was kept (the kept nodes trust the old "
                                "one): converge again")
         return True, ""
@@ -266,6 +321,25 @@ class KeptCluster:
         os.utime(self.meta_file)
 
 
+def pft_cache(home=None):
+    return os.path.join(home or os.path.expanduser("~"), ".cache", "pft")
+
+
+def controller_relpaths(cluster_name):
+    """The controller files (relative to ~/.cache/pft) a converge makes and later runs reuse."""
+    return (f"keys/{cluster_name}-migration", f"keys/{cluster_name}-migration.pub",
+            f"guest-boot/{cluster_name}", "shim")
+
+
+def _copy(src, dst):
+    """Copy a file or a tree, modes and symlinks as they are."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    if os.path.isdir(src) and not os.path.islink(src):
+        shutil.copytree(src, dst, symlinks=True)
+    else:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
 def controller_files(cluster_name, home=None):
     """{path: digest or None} of what a converge makes on the controller and later runs reuse.
 
@@ -274,10 +348,9 @@ def controller_files(cluster_name, home=None):
     kernel and initrd (staged in ``~/.cache/pft/guest-boot/<cluster>``) and the xl progress shim
     (``~/.cache/pft/shim``) with the controller's copies. If any changed, a run over the kept
     nodes would change them: the kept cluster is not valid then."""
-    base = os.path.join(home or os.path.expanduser("~"), ".cache", "pft")
+    base = pft_cache(home)
     out = {}
-    for rel in (f"keys/{cluster_name}-migration", f"keys/{cluster_name}-migration.pub",
-                f"guest-boot/{cluster_name}", "shim"):
+    for rel in controller_relpaths(cluster_name):
         path = os.path.join(base, rel)
         if not os.path.exists(path):
             out[path] = None

@@ -205,6 +205,7 @@ class Testbed:
         host.run(ns + ["link", "set", plan.bridge, "up"])
         host.run(["ip", "link", "add", plan.veth, "type", "veth", "peer", "name", "uplink", "netns", plan.netns])
         host.run(ns + ["link", "set", "uplink", "master", plan.bridge, "up"])
+        host.run(["ip", "link", "set", plan.veth, "address", plan.controller_mac])
         host.run(["ip", "addr", "add", f"{plan.controller}/{plan.prefixlen}", "dev", plan.veth])
         host.run(["ip", "link", "set", plan.veth, "up"])
         for n in plan.nodes:
@@ -603,6 +604,10 @@ class Testbed:
         os.replace(tmp, disk)
         with open(os.path.join(self.node_dir(node), "resume"), "w") as f:
             f.write(f"-loadvm {snapshot}\n")
+        # The controller's neighbour entry for the node may be stale or failed from before the load;
+        # the node comes back believing it already knows the controller, so it would not ARP first.
+        plan = self.plan
+        host.run(["ip", "neigh", "del", plan.node(node).address, "dev", plan.veth], check=False)
         self.start_node(node)
 
     def _adopt_kept_key(self, kept):

@@ -287,7 +287,9 @@ def _kept_cluster(testbed):
     if _flag("PFT_E2E_COLD", False):
         return None, "PFT_E2E_COLD is set"
     kept = _converge_key(testbed)
-    ok, why = kept.valid([n.name for n in testbed.nodes], keptmod.controller_files(f"pft-{testbed.name}"))
+    cluster_name = f"pft-{testbed.name}"
+    ok, why = kept.valid([n.name for n in testbed.nodes], keptmod.controller_files(cluster_name),
+                         saved=kept.saved_controller_paths(cluster_name))
     return (kept, None) if ok else (None, why)
 
 
@@ -301,6 +303,8 @@ def _keep_cluster(testbed, cluster):
             "requires": keptmod.controller_files(f"pft-{testbed.name}")}
     try:
         phase_clock.record("keep converged cluster", testbed.keep(kept, meta), kept.key)
+        saved = kept.save_controller_files(f"pft-{testbed.name}")
+        _site_progress(f"kept cluster {kept.key}: controller files saved with it: {', '.join(saved) or 'none'}")
         keptmod.prune(testbed.cache_dir, progress=_site_progress)
     except Exception as exc:                          # noqa: BLE001 (any failure: converge next time)
         _site_progress(f"could not keep the converged cluster: {exc}")
@@ -338,6 +342,9 @@ def site_cluster(testbed, testbed_inventory, tmp_path_factory):
                        "(PFT_E2E_COLD=1 converges from bare nodes instead)")
         try:
             phase_clock.record("restore kept cluster", testbed.restore(kept), kept.key)
+            back = kept.put_back_controller_files(f"pft-{testbed.name}")
+            if back:
+                _site_progress(f"controller files of kept cluster {kept.key} put back: {', '.join(back)}")
         except TestbedError as exc:
             # a kept cluster that does not load is dropped, and the session converges as if cold
             _site_progress(f"kept cluster {kept.key} did not load ({exc}); dropping it, converging from bare nodes")

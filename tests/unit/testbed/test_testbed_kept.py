@@ -179,6 +179,44 @@ def test_controller_files_digest_what_exists(tmp_path):
     assert kept.controller_files("pft-e2e", home=str(tmp_path))[str(base / "guest-boot" / "pft-e2e")] != before
 
 
+def test_controller_files_travel_with_the_kept_cluster(tmp_path):
+    """Kept with the cluster, put back after a restore: a later converge of another cluster of the
+    same name (which rewrites the guest kernel and the migration key) leaves this one usable."""
+    home = tmp_path / "home"
+    base = home / ".cache" / "pft"
+    (base / "keys").mkdir(parents=True)
+    (base / "keys" / "pft-e2e-migration").write_text("key A")
+    (base / "keys" / "pft-e2e-migration").chmod(0o600)
+    (base / "guest-boot" / "pft-e2e").mkdir(parents=True)
+    (base / "guest-boot" / "pft-e2e" / "vmlinuz").write_text("kernel A")
+    requires = kept.controller_files("pft-e2e", home=str(home))
+    c = _kept_cluster(tmp_path / "cache", requires=requires)
+    saved = c.save_controller_files("pft-e2e", home=str(home))
+    assert saved == ["keys/pft-e2e-migration", "guest-boot/pft-e2e"]
+    # another converge rewrites them
+    (base / "keys" / "pft-e2e-migration").write_text("key B")
+    (base / "guest-boot" / "pft-e2e" / "vmlinuz").write_text("kernel B")
+    (base / "guest-boot" / "pft-e2e" / "initrd").write_text("initrd B")
+    now = kept.controller_files("pft-e2e", home=str(home))
+    assert not c.valid(["head", "compute1"], now)[0]
+    paths = c.saved_controller_paths("pft-e2e", home=str(home))
+    assert c.valid(["head", "compute1"], now, saved=paths) == (True, "")
+    back = c.put_back_controller_files("pft-e2e", home=str(home))
+    assert sorted(back) == sorted(paths)
+    assert kept.controller_files("pft-e2e", home=str(home)) == requires
+    assert not (base / "guest-boot" / "pft-e2e" / "initrd").exists()
+    assert (base / "keys" / "pft-e2e-migration").stat().st_mode & 0o777 == 0o600
+    assert not [n for n in os.listdir(base / "keys") if n.endswith(".pft-put-back")]
+
+
+def test_the_controller_end_of_the_veth_has_a_fixed_mac():
+    """A node loaded from a kept cluster has the controller's MAC in its ARP cache: it must not change."""
+    p = config.plan("e2e", 3, compute=4, spares=2)
+    assert p.controller_mac == "52:54:00:e7:03:01"
+    assert p.controller_mac not in {n.mac for n in p.nodes}
+    assert config.Plan.from_dict(p.to_dict()).controller_mac == p.controller_mac
+
+
 def test_prune_keeps_the_most_recently_used(tmp_path):
     clusters = [_kept_cluster(tmp_path, name) for name in ("aa", "bb", "cc")]
     now = time.time()
