@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 help:
 	@echo "make setup   install pinned Debian packages and the .venv (idempotent)"
 	@echo "make test    setup, lint, then the whole test suite (unit, integration, end-to-end)"
-	@echo "make lint    ansible-lint (production profile) and yamllint (strict)"
+	@echo "make lint    yamllint (strict), ansible-lint (production profile), ansible-doc, ruff, licence headers"
 	@echo "make bench   run the benchmarks in bench/ (BMCS=$(BMCS))"
 	@echo "make demo    the proactive loop on the built-in virtual cluster"
 
@@ -31,6 +31,14 @@ lint: setup
 	@echo "==> ansible-doc renders every module"
 	@for m in plugins/modules/*.py; do n=$$(basename $$m .py); \
 	  $(BIN)/ansible-doc -t module $$n >/dev/null || { echo "ansible-doc failed for $$n"; exit 1; }; done
+	@echo "==> ansible-doc -l lists every module"
+	@listed=$$($(BIN)/ansible-doc -t module -l 2>/dev/null | awk '{print $$1}'); \
+	  for m in plugins/modules/*.py; do n=$$(basename $$m .py); \
+	  grep -qx "ansible.legacy.$$n" <<< "$$listed" || { echo "ansible-doc -l does not list $$n"; exit 1; }; done
+	@echo "==> ruff"
+	@$(BIN)/ruff check .
+	@echo "==> licence headers"
+	@$(BIN)/python scripts/spdx_headers.py --check
 
 # The whole suite, the provisioned-cluster tests included (PFT_E2E_SITE=1: site.yml from bare
 # nodes, a second run, the testinfra verify, the Xen and watch tests; docs/site.md). For a quick
