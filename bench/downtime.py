@@ -57,9 +57,11 @@ while time.time() < deadline:
 
 
 def cluster_from_env():
-    from pft_testbed.testbed import Testbed
-    from xen_helpers import XenCluster, build_shim
     import tempfile
+
+    from xen_helpers import XenCluster, build_shim
+
+    from pft_testbed.testbed import Testbed
     name = os.environ.get("PFT_XEN_TESTBED", "xen")
     tb = Testbed(name)
     if not tb.exists():
@@ -90,11 +92,13 @@ def watched(proc, what, timeout=120):
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise SystemExit("%s: the xl list watcher printed nothing within %d s after the migration" % (what, timeout))
+        raise SystemExit("%s: the xl list watcher printed nothing within %d s after the migration"
+                         % (what, timeout)) from None
     try:
         return float(out.strip())
     except ValueError:
-        raise SystemExit("%s: the xl list watcher printed %r (rc %s): %s" % (what, out, proc.returncode, err.strip()[-500:]))
+        raise SystemExit("%s: the xl list watcher printed %r (rc %s): %s"
+                         % (what, out, proc.returncode, err.strip()[-500:])) from None
 
 
 def migrate(cluster, src, dst, guest, mode):

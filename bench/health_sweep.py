@@ -40,6 +40,7 @@ import ansible.module_utils  # noqa: E402
 ansible.module_utils.__path__.append(os.path.join(REPO, "plugins", "module_utils"))
 
 from ansible.module_utils import pft_ipmi  # noqa: E402
+
 from pft_testbed.bmc import BmcFarm  # noqa: E402
 
 PASSWORD = "bench-sweep-pw"

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(REPO, "testbed"))
 sys.path.insert(0, os.path.join(REPO, "plugins", "module_utils"))
 
 import pft_ganglia  # noqa: E402  (plain import: the module_util has no Ansible dependency)
+
 from pft_testbed.gmond import Gmond, sim_hosts  # noqa: E402
 
 FILLER = (("cpu_num", 8, "uint16"), ("cpu_speed", 2400, "uint32"), ("mem_total", 67108864, "float"),

@@ -17,10 +17,8 @@ import threading
 
 import ansible.module_utils
 import pytest
-
 from pft_paths import MODULE_UTILS, MODULES
-from phase_clock import (  # noqa: F401  (pytest hooks: the phase clock plugin)
-    pytest_runtest_logreport, pytest_runtest_protocol, pytest_sessionfinish)
+from phase_clock import pytest_runtest_logreport, pytest_runtest_protocol, pytest_sessionfinish  # noqa: F401  (pytest hooks: the phase clock plugin)
 
 if MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(MODULE_UTILS)

@@ -756,7 +756,7 @@ class Testbed:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 10
-        for pid, argv in procs:
+        for pid, _argv in procs:
             while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
                 try:
                     with open(f"/proc/{pid}/stat") as f:

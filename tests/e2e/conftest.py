@@ -16,9 +16,21 @@ that is up) and its Ansible inventory with ``testbed_inventory`` (path of hosts.
 At the end of the session the testbed is taken down and the teardown asserts that nothing
 (process, namespace, link, mount, state file) is left behind.
 """
+import json
 import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
 
+import phase_clock  # tests/phase_clock.py: make test's phase table
 import pytest
+from pft_paths import REPO
+from xen_helpers import xen_cluster  # noqa: F401 (the Xen tests' fixture: here, so one per session)
+
+from pft_testbed.errors import TestbedError
 
 NAME = os.environ.get("PFT_E2E_TESTBED", "e2e")
 COMPUTE, SPARES = 4, 2
@@ -91,18 +103,6 @@ def testbed_inventory(testbed, tmp_path_factory):
 # verify); then every other test that uses ``site_cluster`` (they may migrate guests, so they come
 # after the verify). See pytest_collection_modifyitems below.
 
-import json
-import re
-import subprocess
-import sys
-import threading
-import time
-from dataclasses import dataclass, field
-
-import phase_clock  # noqa: E402  (tests/phase_clock.py: make test's phase table)
-from pft_paths import REPO
-from pft_testbed.errors import TestbedError  # noqa: E402
-from xen_helpers import xen_cluster  # noqa: E402,F401  (the Xen tests' fixture: here, so one per session)
 
 SITE_TIMEOUT = 5400          # per test using site_cluster: the first one pays for converge + second run
 SITE_PLAYBOOK = os.path.join(REPO, "playbooks", "site.yml")

@@ -12,9 +12,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import phase_clock
+import pytest
 from pft_paths import REPO
 
 # Not in the default run until it has passed end to end on a clean clone within CI's budget:

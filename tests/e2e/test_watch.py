@@ -18,7 +18,6 @@ import threading
 import time
 
 import pytest
-
 from pft_paths import REPO
 from pft_syslog import SyslogSink
 

@@ -9,7 +9,6 @@ PFT_XEN_TESTBED (see xen_helpers.py); skips without either.
 import time
 
 import pytest
-
 from xen_helpers import GUEST_MB, assert_runs_once_on
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +88,8 @@ def test_checkpoint_then_restore_on_the_spare(xen_cluster):
         assert ok, res
         ck = res["checkpoint"]
         assert ck["base"] == "none" and ck["blocks_sent"] == ck["blocks_total"] > 0 and ck["path"] == image
-        assert ck["image_mib"] > GUEST_MB / 2 and ck["pause_s"] > 0 and ck["guest_state"] in ("running", "blocked", "idle")
+        assert ck["image_mib"] > GUEST_MB / 2 and ck["pause_s"] > 0
+        assert ck["guest_state"] in ("running", "blocked", "idle")
         assert [s["name"] for s in res["steps"]][-3:] == ["save", "sums", "send"]
         assert_runs_once_on(c, name, c.source)
         c.wait_heartbeat(ip, timeout=60)

@@ -17,7 +17,6 @@ import threading
 import time
 
 import pytest
-
 from xen_helpers import GUEST_MB, Poller, assert_runs_once_on
 
 pytestmark = pytest.mark.e2e

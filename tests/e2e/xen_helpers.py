@@ -30,7 +30,6 @@ import time
 import urllib.request
 
 import pytest
-
 from pft_paths import REPO
 
 HERE = os.path.dirname(os.path.abspath(__file__))

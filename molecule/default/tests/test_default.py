@@ -150,7 +150,8 @@ def test_mpiexec_across_guests(host):
         if run.rc == 0 or attempt == 2 or not (run.rc == 124 and expected in out):
             break
         warnings.warn(f"mpiexec printed its result ({out.strip()}) and then hung in MPI_Finalize until the "
-                      f"150 s timeout (openucx/ucx#8738); trying once more. Guests:\n{_guests_report(host, ssh, gs)}")
+                      f"150 s timeout (openucx/ucx#8738); trying once more. Guests:\n{_guests_report(host, ssh, gs)}",
+                      stacklevel=2)
     if run.rc != 0:
         pytest.fail(f"mpiexec on {gs[0]['name']} (attempt {attempt}): rc={run.rc}\nstdout: {out[-2000:]}\n"
                     f"stderr: {run.stderr[-2000:]}\n{_guests_report(host, ssh, gs)}")
@@ -189,7 +190,8 @@ def test_migration_key_is_restricted(host):
     assert "uid=" not in out
     # a remote forward is asked for at login (refused: ssh exits 255 with ExitOnForwardFailure);
     # a local one opens its channel on use, which -W does at once (refused: "open failed")
-    rc, out, err = run_inner(host, f"timeout 60 ssh -N -o ExitOnForwardFailure=yes -R 127.0.0.1:18022:127.0.0.1:22 {peer}")
+    rc, out, err = run_inner(host, "timeout 60 ssh -N -o ExitOnForwardFailure=yes "
+                                   f"-R 127.0.0.1:18022:127.0.0.1:22 {peer}")
     assert rc == 255, (rc, err)
     rc, out, err = run_inner(host, f"timeout 60 ssh -W 127.0.0.1:22 {peer} < /dev/null")
     assert rc == 255 and "SSH-2.0" not in out, (rc, out, err)

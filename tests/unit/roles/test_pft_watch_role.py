@@ -16,7 +16,6 @@ import subprocess
 import sys
 
 import pytest
-
 from pft_paths import REPO
 
 BIN = os.path.dirname(sys.executable)

@@ -16,7 +16,6 @@ import sys
 import time
 
 import pytest
-
 from pft_paths import REPO
 
 BIN = os.path.dirname(sys.executable)

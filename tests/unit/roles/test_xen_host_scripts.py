@@ -13,7 +13,6 @@ import sys
 
 import jinja2
 import pytest
-
 from pft_paths import REPO
 
 ROLE = os.path.join(REPO, "roles", "xen_host")

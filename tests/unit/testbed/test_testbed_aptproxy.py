@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The nodes' caching apt proxy (pft_testbed.aptproxy): what it caches and forwards, on loopback."""
 import http.client
+import http.server
 import os
 import threading
-import http.server
 
 import pytest
 

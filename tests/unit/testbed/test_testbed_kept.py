@@ -12,8 +12,8 @@ import subprocess
 import time
 
 import pytest
-
 from pft_paths import REPO
+
 from pft_testbed import config, kept
 from pft_testbed.testbed import Testbed
 
