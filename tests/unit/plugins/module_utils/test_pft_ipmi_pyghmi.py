@@ -1,0 +1,83 @@
+# Copyright: pft contributors
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Unit tests of pft_ipmi_pyghmi: pft's run-time fixes of pyghmi, on a stand-in session module.
+
+The lost wake-up itself is shown against a real ipmi_sim BMC in
+tests/integration/test_ipmi_health.py.
+"""
+import types
+
+from ansible.module_utils import pft_ipmi_pyghmi as G
+
+
+def fake_session_module():
+    mod = types.SimpleNamespace()
+    mod.ioqueue = []
+    mod.selectdeadline = 0
+    mod.myself = "127.0.0.1"
+    mod._monotonic_time = lambda: 100.0
+
+    class Sess:
+        bmc_handlers = {}
+        initting_sessions = {}
+    mod.Session = Sess
+
+    class Sock:
+        def sendto(self, data, addr):
+            pass
+
+        def getsockname(self):
+            return ("127.0.0.1", 1)
+    mod.iosockets = [Sock()]
+    mod.original_calls = []
+    mod._io_wait = lambda timeout, myaddr=None, evq=None: mod.original_calls.append((timeout, myaddr))
+    return mod
+
+
+def test_wakeup_fix_returns_when_reply_already_queued():
+    mod = fake_session_module()
+    addr = ("127.0.0.5", 623)
+    mod.Session.bmc_handlers[addr] = {5000: types.SimpleNamespace(pktqueue=[b"reply"])}
+    assert G.install_wakeup_fix(mod, force=True)
+    mod._io_wait(1.0, addr)  # would block forever on evt.wait() without the fix
+    assert mod.ioqueue and mod.ioqueue[0][2] == addr
+    # undirected waits still go to pyghmi's own function
+    mod._io_wait(0.5)
+    assert mod.original_calls == [(0.5, None)]
+    G.remove_wakeup_fix(mod)
+    assert not getattr(mod._io_wait, "pft_wakeup_fix", False)
+
+
+def test_wakeup_fix_is_not_installed_on_unverified_versions(monkeypatch):
+    mod = fake_session_module()
+    monkeypatch.setattr(G, "_pyghmi_version", lambda: "2.0.0")
+    assert G.install_wakeup_fix(mod) is False
+
+
+def test_forget_stale_login():
+    mod = fake_session_module()
+    mod.Session.initting_sessions[("10.0.0.1", "admin", "pw", 623, None)] = object()
+    G.forget_stale_login("10.0.0.1", "admin", "pw", 623, session_mod=mod)
+    assert mod.Session.initting_sessions == {}
+
+
+def test_recv_fix_receives_without_blocking():
+    import socket
+    mod = types.SimpleNamespace(_io_recvfrom=lambda sock, size: None)
+    assert G.install_recv_fix(mod)
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        a.bind(("127.0.0.1", 0))
+        a.setblocking(True)           # what pyghmi's sender leaves behind
+        assert mod._io_recvfrom(a, 100) is None   # returns at once instead of blocking
+        b.sendto(b"ping", a.getsockname())
+        for _ in range(100):
+            got = mod._io_recvfrom(a, 100)
+            if got:
+                break
+        assert got[0] == b"ping"
+    finally:
+        a.close()
+        b.close()
+
