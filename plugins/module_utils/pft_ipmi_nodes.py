@@ -5,7 +5,9 @@
 
 * :class:`LanNode` drives one BMC over IPMI LAN (login, sensor repository,
   readings) as callbacks on pyghmi's event loop, sensor by sensor, so one bad
-  sensor does not abort the node and one dead BMC blocks nobody.
+  sensor does not abort the node and one dead BMC blocks nobody; one sample's
+  work is an :class:`_Operation`, and the sensor repository is read by an
+  :class:`SdrReader`.
 * :class:`LocalNode` reads the in-band BMC (/dev/ipmi0).
 * :class:`NodeUnavailable` is how a node says it could not be read at all.
 """
@@ -88,6 +90,127 @@ def _decode(entries, name, cmd, rsp):
 
 
 
+def _check_reply(rsp):
+    """Raise NodeUnavailable when a request got no answer at all (timeout, broken session)."""
+    if rsp.get("code") == 0xFFFF or ("error" in rsp and rsp.get("code") in (None, 0)):
+        raise NodeUnavailable(classify_ipmi_error(rsp.get("error", "timeout"))[0])
+
+
+def _manufacturer(ident):
+    """(manufacturer id, product id) from a Get Device ID response, 0 when it is too short."""
+    mfg = prod = 0
+    data = ident.get("data") or b""
+    if len(data) >= 11:
+        mfg = data[6] | (data[7] << 8) | (data[8] << 16)
+        prod = data[9] | (data[10] << 8)
+    return mfg, prod
+
+
+class SdrReader:
+    """Reads a BMC's sensor data repository (SDR), record by record, one request at a time.
+
+    Its states, in :attr:`state`:
+
+    * ``READING``: a Get SDR request for (a part of) the current record is out.
+      The first try asks for the whole record (``size`` 0xFF) without a
+      reservation; a BMC that cannot return that many bytes is then asked for
+      the 5-byte header and chunks of :data:`SDR_CHUNK` bytes, which need a
+      reservation.
+    * ``RESERVING``: a Reserve SDR Repository request is out, because the
+      reading switched to parts or the BMC cancelled the reservation; then
+      the same part is asked for again.
+    * ``DONE``: the last record (successor 0xFFFF, or more than 4096 records)
+      is in; ``finished(records, manufacturer id, product id)`` has been called.
+
+    ``request(netfn, command, data, then)`` sends a request and runs
+    ``then(response)`` on its answer; a failed step raises NodeUnavailable.
+    """
+
+    READING = "reading"
+    RESERVING = "reserving"
+    DONE = "done"
+
+    MAX_RECORDS = 4096
+    WHOLE_RECORD = 0xFF
+    HEADER = 5
+
+    def __init__(self, request, ident, finished):
+        self.request = request
+        self.finished = finished
+        self.mfg, self.prod = _manufacturer(ident)
+        self.records = []
+        self.state = None
+        self.reservation = 0
+        self.record_id = 0
+        self.offset = 0
+        self.size = self.WHOLE_RECORD
+        self.buf = bytearray()
+        self.next_id = None    # the current record's successor, once its first part is in
+
+    def start(self):
+        self._get()
+
+    # -- RESERVING ----------------------------------------------------------
+
+    def _reserve(self):
+        self.state = self.RESERVING
+        self.request(0x0A, 0x22, (), self._on_reservation)
+
+    def _on_reservation(self, rsp):
+        _check_reply(rsp)
+        if rsp.get("code"):
+            raise NodeUnavailable("IPMI error: Reserve SDR Repository: completion code 0x%02x" % rsp["code"])
+        self.reservation = rsp["data"][0] | (rsp["data"][1] << 8)
+        self._get()
+
+    # -- READING ------------------------------------------------------------
+
+    def _get(self):
+        self.state = self.READING
+        data = (self.reservation & 0xFF, self.reservation >> 8, self.record_id & 0xFF, self.record_id >> 8,
+                self.offset, self.size)
+        self.request(0x0A, 0x23, data, self._on_part)
+
+    def _on_part(self, rsp):
+        _check_reply(rsp)
+        code = rsp.get("code")
+        if code == CC_CANNOT_RETURN_BYTES and self.size == self.WHOLE_RECORD:
+            self.size = self.HEADER                     # header first, then chunks
+            self._reserve()
+            return
+        if code == CC_RESERVATION_CANCELLED:
+            self._reserve()
+            return
+        if code:
+            raise NodeUnavailable("IPMI error: Get SDR record %d: completion code 0x%02x" % (self.record_id, code))
+        body = rsp["data"]
+        if self.next_id is None:
+            self.next_id = body[0] | (body[1] << 8)
+        self.buf.extend(body[2:])
+        total = self.buf[4] + self.HEADER if len(self.buf) >= self.HEADER else None
+        if total is None or len(self.buf) < total:
+            self.offset = len(self.buf)
+            self.size = min(SDR_CHUNK, (total or self.HEADER) - self.offset) if total else self.HEADER
+            self._get()
+            return
+        self._record_done(total)
+
+    def _record_done(self, total):
+        self.records.append(bytes(self.buf[:total]))
+        if self.next_id == self.record_id:
+            raise NodeUnavailable("IPMI error: BMC returned SDR record %d as its own successor" % self.record_id)
+        if self.next_id == SDR_LAST_RECORD or len(self.records) > self.MAX_RECORDS:
+            self.state = self.DONE
+            self.finished(self.records, self.mfg, self.prod)
+            return
+        self.record_id = self.next_id
+        self.next_id = None
+        self.offset = 0
+        self.buf = bytearray()
+        self.size = self.WHOLE_RECORD if self.size == self.WHOLE_RECORD else self.HEADER
+        self._get()
+
+
 class LanNode:
     """One BMC over IPMI LAN, driven entirely by pyghmi's event loop.
 
@@ -145,153 +268,123 @@ class LanNode:
         ``done(result)`` gets {sensor: reading} or a NodeUnavailable, once.
         """
         self.gen += 1
-        gen = self.gen
         self.busy_since = self._clock()
+        _Operation(self, prepare, done, defer).start()
 
-        def finish(result):
-            if gen != self.gen:
-                return  # an abandoned operation
-            self.busy_since = None
-            if isinstance(result, NodeUnavailable):
-                self.reset()
-            done(result)
 
-        def guard(fn):
-            """Run a continuation; any exception ends the operation cleanly."""
-            def run(*args):
-                if gen != self.gen:
-                    return
-                try:
-                    fn(*args)
-                except NodeUnavailable as exc:
-                    finish(exc)
-                except Exception as exc:
-                    finish(NodeUnavailable("internal error: %s: %s" % (exc.__class__.__name__, exc)))
-            return run
+class _Operation:
+    """One sample's work on a LanNode: log in and read the SDR if needed, then read the sensors.
 
-        def request(netfn, command, data, then, rslun=0):
-            session = self.cmd.ipmi_session
+    Every step after the first is a continuation run through ``defer`` and
+    :meth:`run`: any exception ends the operation with a NodeUnavailable. A
+    newer operation on the node (or ``abandon``) makes this one stale: its
+    late continuations do nothing and it never reports.
+    """
 
-            def got(rsp):
-                session.incommand = False
-                while session.evq:
-                    session.evq.popleft().set()
-                defer(lambda: guard(then)(rsp))
-            try:
-                session.raw_command(netfn=netfn, command=command, data=data, rslun=rslun, callback=got)
-            except Exception as exc:
-                raise NodeUnavailable(classify_ipmi_error(exc)[0])
+    def __init__(self, node, prepare, done, defer):
+        self.node = node
+        self.gen = node.gen
+        self.prepare = prepare
+        self.done = done
+        self.defer = defer
+        self.index = 0      # the next of node.names to read
+        self.out = {}       # {sensor: reading} read so far
 
-        def check(rsp):
-            if rsp.get("code") == 0xFFFF or ("error" in rsp and rsp.get("code") in (None, 0)):
-                raise NodeUnavailable(classify_ipmi_error(rsp.get("error", "timeout"))[0])
+    @property
+    def stale(self):
+        return self.gen != self.node.gen
 
-        # -- readings ---------------------------------------------------
-        def read(i=0, out=None):
-            out = {} if out is None else out
-            if i == len(self.names):
-                finish(out)
-                return
-            name = self.names[i]
-            entry = self.entries[name]
+    def finish(self, result):
+        if self.stale:
+            return  # an abandoned operation
+        self.node.busy_since = None
+        if isinstance(result, NodeUnavailable):
+            self.node.reset()
+        self.done(result)
 
-            def got(rsp):
-                if rsp.get("code") == 0xFFFF or self.cmd.ipmi_session.broken:
-                    raise NodeUnavailable(classify_ipmi_error(rsp.get("error", "timeout"))[0])
-                out[name] = _decode(self.entries, name, self.cmd, rsp)
-                read(i + 1, out)
-            request(4, 0x2D, (entry.sensor_number,), got, rslun=entry.sensor_lun)
-
-        # -- sensor repository ------------------------------------------
-        def sdr(ident):
-            mfg = prod = 0
-            data = ident.get("data") or b""
-            if len(data) >= 11:
-                mfg = data[6] | (data[7] << 8) | (data[8] << 16)
-                prod = data[9] | (data[10] << 8)
-            records = []
-            state = {"rsv": 0, "recid": 0, "offset": 0, "size": 0xFF, "buf": bytearray(), "next": None}
-
-            def reserve(then):
-                def got(rsp):
-                    check(rsp)
-                    if rsp.get("code"):
-                        raise NodeUnavailable("IPMI error: Reserve SDR Repository: completion code 0x%02x"
-                                              % rsp["code"])
-                    state["rsv"] = rsp["data"][0] | (rsp["data"][1] << 8)
-                    then()
-                request(0x0A, 0x22, (), got)
-
-            def get():
-                st = state
-                data = (st["rsv"] & 0xFF, st["rsv"] >> 8, st["recid"] & 0xFF, st["recid"] >> 8,
-                        st["offset"], st["size"])
-                request(0x0A, 0x23, data, got)
-
-            def got(rsp):
-                check(rsp)
-                st = state
-                code = rsp.get("code")
-                if code == CC_CANNOT_RETURN_BYTES and st["size"] == 0xFF:
-                    st["size"] = 5                     # header first, then chunks
-                    reserve(get)
-                    return
-                if code == CC_RESERVATION_CANCELLED:
-                    reserve(get)
-                    return
-                if code:
-                    raise NodeUnavailable("IPMI error: Get SDR record %d: completion code 0x%02x"
-                                          % (st["recid"], code))
-                body = rsp["data"]
-                if st["next"] is None:
-                    st["next"] = body[0] | (body[1] << 8)
-                st["buf"].extend(body[2:])
-                total = st["buf"][4] + 5 if len(st["buf"]) >= 5 else None
-                if total is None or len(st["buf"]) < total:
-                    st["offset"] = len(st["buf"])
-                    st["size"] = min(SDR_CHUNK, (total or 5) - st["offset"]) if total else 5
-                    get()
-                    return
-                records.append(bytes(st["buf"][:total]))
-                if st["next"] == st["recid"]:
-                    raise NodeUnavailable("IPMI error: BMC returned SDR record %d as its own successor"
-                                          % st["recid"])
-                if st["next"] == SDR_LAST_RECORD or len(records) > 4096:
-                    self.entries = _sdr_entries(records, mfg, prod)
-                    self.descriptions = [{"name": n, "type": e.sensor_type} for n, e in self.entries.items()]
-                    prepare(self, self.descriptions)
-                    read()
-                    return
-                st.update(recid=st["next"], next=None, offset=0, buf=bytearray(),
-                          size=0xFF if st["size"] == 0xFF else 5)
-                get()
-
-            get()
-
-        # -- login --------------------------------------------------------
-        def logged_in(response, cmd=None):
-            if "error" in response:
-                reason, permanent = classify_ipmi_error(response["error"])
-                raise NodeUnavailable(reason, permanent)
-            request(0x06, 0x01, (), sdr)   # Get Device ID, then the SDR
-
-        if self.connected:
-            guard(read)()
+    def run(self, fn, *args):
+        """Run a continuation; any exception ends the operation cleanly."""
+        if self.stale:
             return
-        t = self.target
+        try:
+            fn(*args)
+        except NodeUnavailable as exc:
+            self.finish(exc)
+        except Exception as exc:
+            self.finish(NodeUnavailable("internal error: %s: %s" % (exc.__class__.__name__, exc)))
+
+    def request(self, netfn, command, data, then, rslun=0):
+        """Send one request; ``then(response)`` runs, deferred and guarded, on its answer."""
+        session = self.node.cmd.ipmi_session
+
+        def got(rsp):
+            session.incommand = False
+            while session.evq:
+                session.evq.popleft().set()
+            self.defer(lambda: self.run(then, rsp))
+        try:
+            session.raw_command(netfn=netfn, command=command, data=data, rslun=rslun, callback=got)
+        except Exception as exc:
+            raise NodeUnavailable(classify_ipmi_error(exc)[0]) from exc
+
+    # -- login ----------------------------------------------------------------
+
+    def start(self):
+        node = self.node
+        if node.connected:
+            self.run(self.read_next)
+            return
+        t = node.target
         port = int(t.get("port") or 623)
-        factory = self._factory or pyghmi_command.Command
-
-        def on_logon(response, cmd=None):
-            defer(lambda: guard(logged_in)(response))
-
+        factory = node._factory or pyghmi_command.Command
         try:
             forget_stale_login(t["address"], t.get("username"), t.get("password"), port)
-            self.cmd = factory(bmc=t["address"], userid=t.get("username"), password=t.get("password"),
-                               port=port, onlogon=on_logon)
+            node.cmd = factory(bmc=t["address"], userid=t.get("username"), password=t.get("password"),
+                               port=port, onlogon=self.on_logon)
         except Exception as exc:
             reason, permanent = classify_ipmi_error(exc)
-            finish(NodeUnavailable(reason, permanent))
+            self.finish(NodeUnavailable(reason, permanent))
+
+    def on_logon(self, response, cmd=None):
+        self.defer(lambda: self.run(self.logged_in, response))
+
+    def logged_in(self, response):
+        if "error" in response:
+            reason, permanent = classify_ipmi_error(response["error"])
+            raise NodeUnavailable(reason, permanent)
+        self.request(0x06, 0x01, (), self.read_sdr)   # Get Device ID, then the SDR
+
+    # -- sensor repository --------------------------------------------------
+
+    def read_sdr(self, ident):
+        SdrReader(self.request, ident, self.sdr_read).start()
+
+    def sdr_read(self, records, mfg, prod):
+        node = self.node
+        node.entries = _sdr_entries(records, mfg, prod)
+        node.descriptions = [{"name": n, "type": e.sensor_type} for n, e in node.entries.items()]
+        self.prepare(node, node.descriptions)
+        self.read_next()
+
+    # -- readings -------------------------------------------------------------
+
+    def read_next(self):
+        node = self.node
+        if self.index == len(node.names):
+            self.finish(self.out)
+            return
+        name = node.names[self.index]
+        entry = node.entries[name]
+        self.request(4, 0x2D, (entry.sensor_number,), lambda rsp: self.got_reading(name, rsp),
+                     rslun=entry.sensor_lun)
+
+    def got_reading(self, name, rsp):
+        node = self.node
+        if rsp.get("code") == 0xFFFF or node.cmd.ipmi_session.broken:
+            raise NodeUnavailable(classify_ipmi_error(rsp.get("error", "timeout"))[0])
+        self.out[name] = _decode(node.entries, name, node.cmd, rsp)
+        self.index += 1
+        self.read_next()
 
 
 class LocalNode:
