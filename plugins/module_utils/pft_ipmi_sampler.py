@@ -50,13 +50,25 @@ class _LoginFailure:
 
 
 class _Round:
-    """The sample under way, for the answers that arrive through callbacks."""
-    __slots__ = ("reading", "background", "results")
+    """The sample under way: what it waits for, and the answers so far (some arrive through callbacks)."""
+    __slots__ = ("readers", "prepare", "by_name", "results", "reading", "background", "waiting",
+                 "logins", "retries", "end", "late", "not_through")
 
-    def __init__(self, reading, background, results):
-        self.reading = reading
-        self.background = background
-        self.results = results
+    def __init__(self, readers, prepare, deadline):
+        self.readers = readers
+        self.prepare = prepare
+        self.by_name = {r.name: r for r in readers}
+        self.results = {}
+        self.reading = set()      # names of asynchronous readers whose answer this sample waits for
+        self.background = set()   # asynchronous readers with a login this sample does not wait for
+        self.waiting = {}         # name -> _Job of a synchronous reader
+        self.logins = collections.deque()    # first logins (no failure since the last answer): waited for
+        self.retries = collections.deque()   # logins of failed nodes whose backoff is over: not waited for
+        self.end = None
+        self.late = NodeUnavailable("BMC unreachable: no answer within %ss (earlier request still outstanding)"
+                                    % format_number(deadline))
+        self.not_through = NodeUnavailable("BMC unreachable: login not completed within %ss"
+                                           % format_number(deadline), pending=True)
 
 
 class Sampler:
@@ -241,146 +253,152 @@ class Sampler:
 
     def sample(self, readers, prepare):
         """Sample every reader once; returns {name: {sensor: reading} or NodeUnavailable}."""
-        results = {}
-        reading = set()     # names of asynchronous readers whose answer this sample waits for
-        background = set()  # asynchronous readers with a login this sample does not wait for
-        self._round = _Round(reading, background, results)
+        rnd = _Round(readers, prepare, self.deadline)
+        self._round = rnd
         try:
-            self._sample(readers, prepare, results, reading, background)
+            self._sample(rnd)
         finally:
             self._round = None   # answers that come later are dropped; the node stays busy until then
-        return results
+        return rnd.results
 
-    def _sample(self, readers, prepare, results, reading, background):
-        if any(r.can_async and r.busy for r in readers):
+    def _sample(self, rnd):
+        if any(r.can_async and r.busy for r in rnd.readers):
             # take in what came since the last sample (without waiting) before judging who is late
             self.pump(0)
             self._run_deferred()
         now = self.clock()
-        end = now + self.deadline
-        waiting = {}     # name -> _Job of a synchronous reader
-        by_name = {r.name: r for r in readers}
-        late = NodeUnavailable("BMC unreachable: no answer within %ss (earlier request still outstanding)"
-                               % format_number(self.deadline))
-        not_through = NodeUnavailable("BMC unreachable: login not completed within %ss" % format_number(self.deadline),
-                                      pending=True)
+        rnd.end = now + self.deadline
+        self._dispatch(rnd, now)
+        self._admit(rnd, now)
+        self._run_deferred()
+        now = self._wait(rnd)
+        self._settle(rnd, now)
 
-        def sync_job(reader):
-            prepare(reader, reader.connect())
-            return reader.read_sync()
-
-        logins = collections.deque()    # first logins (no failure since the last answer): waited for
-        retries = collections.deque()   # logins of failed nodes whose backoff is over: not waited for
-
-        def admit(now):
-            if not (logins or retries):
-                return
-            free = self.parallelism - self.logins_holding_slots(readers, now)
-            while free > 0 and (logins or retries):
-                if logins:
-                    reader = logins.popleft()
-                    reading.add(reader.name)
-                else:
-                    reader = retries.popleft()
-                    background.add(reader.name)
-                self._start(reader, prepare, now)
-                free -= 1
-
-        first, again = [], []
-        for index, reader in enumerate(readers):
-            name = reader.name
-            if reader.can_async:
-                if reader.busy and now - reader.busy_since > self.abandon_after:
-                    if name in self.in_login and not reader.connected:
-                        self._login_timed_out(reader, now)
-                    self.in_login.discard(name)
-                    reader.abandon()
-                if reader.busy:
-                    if name in self.in_login:
-                        # a login started in an earlier sample and still under way
-                        if self._overran(reader, now):
-                            self._login_timed_out(reader, now)
-                        if name in self.failed:
-                            background.add(name)
-                        else:
-                            reading.add(name)   # a first login admitted late: it keeps its own deadline
-                    else:
-                        results[name] = late
-                    continue
-                if not reader.connected:
-                    failure = self.failed.get(name)
-                    # never tried first, then the least recently tried; the list order breaks ties
-                    entry = ((name in self.last_login, self.last_login.get(name, 0.0), index), reader)
-                    if failure is None:
-                        first.append(entry)
-                    elif now >= failure.retry_at:
-                        again.append(entry)
-                    else:
-                        results[name] = self._backoff_result(reader, now)
-                    continue
-                reading.add(name)
-                self._start(reader, prepare, now)
+    def _admit(self, rnd, now):
+        """Start queued logins while login slots are free: first logins before retries."""
+        if not (rnd.logins or rnd.retries):
+            return
+        free = self.parallelism - self.logins_holding_slots(rnd.readers, now)
+        while free > 0 and (rnd.logins or rnd.retries):
+            if rnd.logins:
+                reader = rnd.logins.popleft()
+                rnd.reading.add(reader.name)
             else:
-                old = self.outstanding.get(name)
-                if old is not None and not old.done.is_set():
-                    results[name] = late
-                    continue
-                waiting[name] = self._submit(reader, sync_job)
-        for queued, line in ((first, logins), (again, retries)):
+                reader = rnd.retries.popleft()
+                rnd.background.add(reader.name)
+            self._start(reader, rnd.prepare, now)
+            free -= 1
+
+    def _sync_job(self, rnd):
+        def job(reader):
+            rnd.prepare(reader, reader.connect())
+            return reader.read_sync()
+        return job
+
+    def _dispatch(self, rnd, now):
+        """Start what each reader needs this sample, queue the logins, or report it at once."""
+        first, again = [], []
+        for index, reader in enumerate(rnd.readers):
+            if reader.can_async:
+                self._dispatch_async(rnd, reader, index, now, first, again)
+                continue
+            old = self.outstanding.get(reader.name)
+            if old is not None and not old.done.is_set():
+                rnd.results[reader.name] = rnd.late
+                continue
+            rnd.waiting[reader.name] = self._submit(reader, self._sync_job(rnd))
+        for queued, line in ((first, rnd.logins), (again, rnd.retries)):
             queued.sort(key=lambda entry: entry[0])
             line.extend(entry[1] for entry in queued)
-        admit(now)
-        self._run_deferred()
 
+    def _dispatch_async(self, rnd, reader, index, now, first, again):
+        name = reader.name
+        if reader.busy and now - reader.busy_since > self.abandon_after:
+            if name in self.in_login and not reader.connected:
+                self._login_timed_out(reader, now)
+            self.in_login.discard(name)
+            reader.abandon()
+        if reader.busy:
+            if name in self.in_login:
+                # a login started in an earlier sample and still under way
+                if self._overran(reader, now):
+                    self._login_timed_out(reader, now)
+                if name in self.failed:
+                    rnd.background.add(name)
+                else:
+                    rnd.reading.add(name)   # a first login admitted late: it keeps its own deadline
+            else:
+                rnd.results[name] = rnd.late
+            return
+        if not reader.connected:
+            failure = self.failed.get(name)
+            # never tried first, then the least recently tried; the list order breaks ties
+            entry = ((name in self.last_login, self.last_login.get(name, 0.0), index), reader)
+            if failure is None:
+                first.append(entry)
+            elif now >= failure.retry_at:
+                again.append(entry)
+            else:
+                rnd.results[name] = self._backoff_result(reader, now)
+            return
+        rnd.reading.add(name)
+        self._start(reader, rnd.prepare, now)
+
+    def _wait(self, rnd):
+        """Take in answers until all are in or the deadline is up; returns the clock at the end."""
         while True:
-            for name, job in list(waiting.items()):
+            for name, job in list(rnd.waiting.items()):
                 if job.done.is_set():
-                    del waiting[name]
-                    results[name] = job.result
+                    del rnd.waiting[name]
+                    rnd.results[name] = job.result
             now = self.clock()
-            for name in list(reading):
-                reader = by_name[name]
+            for name in list(rnd.reading):
+                reader = rnd.by_name[name]
                 if self._overran(reader, now):
                     # the login used up its deadline: it fails for now and goes on in the background
                     self._login_timed_out(reader, now)
-                    reading.discard(name)
-                    background.add(name)
-                    results[name] = not_through
-            remaining = end - now
+                    rnd.reading.discard(name)
+                    rnd.background.add(name)
+                    rnd.results[name] = rnd.not_through
+            remaining = rnd.end - now
             if remaining <= 0:
-                break
-            admit(now)
-            if not (waiting or reading or logins):
-                break
+                return now
+            self._admit(rnd, now)
+            if not (rnd.waiting or rnd.reading or rnd.logins):
+                return now
             step = min(remaining, self.STEP)
-            if reading or (logins and any(r.can_async and r.busy for r in readers)):
+            if rnd.reading or (rnd.logins and any(r.can_async and r.busy for r in rnd.readers)):
                 # answers for this sample, or logins of earlier samples that hold the slots
                 # the queued ones wait for: either way pyghmi's event loop must turn
                 self.pump(step)
                 self._run_deferred()
-            elif waiting:
-                self.wait(next(iter(waiting.values())).done, step)
+            elif rnd.waiting:
+                self.wait(next(iter(rnd.waiting.values())).done, step)
             else:
                 self.sleep(step)   # not reached as far as we know; bounded all the same
+
+    def _settle(self, rnd, now):
+        """A result for every node the sample did not hear from."""
+        results = rnd.results
         timeout = NodeUnavailable("BMC unreachable: no answer within %ss" % format_number(self.deadline))
-        for name in waiting:
+        for name in rnd.waiting:
             results[name] = timeout
-        for name in reading:
-            reader = by_name[name]
+        for name in rnd.reading:
+            reader = rnd.by_name[name]
             if reader.can_async and not reader.connected:
                 if self._overran(reader, now):
                     self._login_timed_out(reader, now)
-                results[name] = not_through
+                results[name] = rnd.not_through
             else:
                 results[name] = timeout
-        for name in background:
+        for name in rnd.background:
             if name not in results:
-                results[name] = self._backoff_result(by_name[name], now)
-        for reader in logins:
+                results[name] = self._backoff_result(rnd.by_name[name], now)
+        for reader in rnd.logins:
             results[reader.name] = NodeUnavailable(
                 "not sampled yet: login still queued after %ss (%d logins at once; raise parallelism)"
                 % (format_number(self.deadline), self.parallelism), pending=True)
-        for reader in retries:
+        for reader in rnd.retries:
             results[reader.name] = self._backoff_result(reader, now)
 
     def idle(self, seconds, readers, clock=None, sleep=None):
