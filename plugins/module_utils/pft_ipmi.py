@@ -202,10 +202,9 @@ def _node_result(state, policy, keep_history):
         if RANK[tr.verdict] > RANK[worst]:
             worst = tr.verdict
             fired = name
-    for miss in state.discrepancies:
-        if RANK[UNKNOWN] > RANK[worst]:
-            worst = UNKNOWN
-            fired = None
+    if state.discrepancies and RANK[UNKNOWN] > RANK[worst]:
+        worst = UNKNOWN
+        fired = None
     result = {
         "verdict": worst,
         "sensors": sensors,
@@ -240,6 +239,81 @@ def _node_result(state, policy, keep_history):
         result["error"] = state.node_error
     return result
 
+def _check_sampling(samples, interval, window, hysteresis, timeout, retry_after, retry_max):
+    """Raise HealthError for a sampling argument out of range."""
+    if hysteresis < 1:
+        raise HealthError("hysteresis must be >= 1, got %r" % hysteresis)
+    if interval < 0:
+        raise HealthError("interval must be >= 0, got %r" % interval)
+    if timeout <= 0:
+        raise HealthError("timeout must be > 0, got %r" % timeout)
+    if window is not None and window <= 0:
+        raise HealthError("window must be > 0 seconds, got %r" % window)
+    if window is None and samples < 1:
+        raise HealthError("samples must be >= 1, got %r" % samples)
+    if retry_after is not None and not retry_after > 0:
+        raise HealthError("retry_after must be > 0 seconds, got %r" % retry_after)
+    if retry_max is None or not retry_max > 0:
+        raise HealthError("retry_max must be > 0 seconds, got %r" % retry_max)
+
+
+def _preparer(states, policy):
+    """The sampler's ``prepare(reader, descriptions)``: picks the node's watched sensors once."""
+    def prepare(reader, descriptions):
+        st = states[reader.name]
+        if st.permanent_error:
+            raise NodeUnavailable(st.permanent_error, permanent=True)
+        if not st.selected:
+            watched, missing = policy.select(descriptions)
+            st.rules = watched
+            st.discrepancies = [r.name or r.label for r in missing]
+            st.bmc_sensors = len(descriptions)
+            st.selected = True
+        reader.select(sorted(st.rules))
+    return prepare
+
+
+def _take_in(st, res, t, policy, keep_history):
+    """Add one node's sample (readings or NodeUnavailable) at time ``t`` to its tracks."""
+    st.reads += 1
+    if isinstance(res, NodeUnavailable):
+        if not (res.pending and st.node_error and not st.node_error_pending):
+            # a login still queued or under way tells nothing new: an earlier
+            # failure (BMC unreachable, ...) stays the reason
+            st.node_error = res.reason
+            st.node_error_pending = res.pending
+        if res.permanent:
+            st.permanent_error = res.reason
+        if res.pending and not st.tracks:
+            st.reads -= 1
+            return  # first login still under way: no data yet, not a failed sample
+        for sensor in (st.rules or {}):
+            st.track(sensor).add(t, UNKNOWN, res.reason, keep_history=keep_history)
+        return
+    st.node_error = None
+    for sensor, reading in res.items():
+        verdict, reason = policy.evaluate(st.rules.get(sensor), reading)
+        value = reading.get("value")
+        if reading.get("unavailable") or reading.get("error"):
+            value = None
+        st.track(sensor).add(t, verdict, reason, value, keep_history=keep_history)
+
+
+def _reached(states, stop_level):
+    """Names of the nodes with a sensor whose confirmed verdict is at ``stop_level`` or above."""
+    return [name for name, st in states.items()
+            if any(LEVEL.get(tr.verdict, -1) >= stop_level for tr in st.tracks.values())]
+
+
+def _sweep_seconds(sweep_times):
+    if not sweep_times:
+        return {"min": 0.0, "median": 0.0, "max": 0.0}
+    return {
+        "min": round(min(sweep_times), 4),
+        "median": round(sorted(sweep_times)[len(sweep_times) // 2], 4),
+        "max": round(max(sweep_times), 4),
+    }
+
 
 def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=None,
                hysteresis=1, timeout=3.0, parallelism=32, keep_history=False,
@@ -260,20 +334,7 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     before the pause.
     """
     targets = validate_targets(targets)
-    if hysteresis < 1:
-        raise HealthError("hysteresis must be >= 1, got %r" % hysteresis)
-    if interval < 0:
-        raise HealthError("interval must be >= 0, got %r" % interval)
-    if timeout <= 0:
-        raise HealthError("timeout must be > 0, got %r" % timeout)
-    if window is not None and window <= 0:
-        raise HealthError("window must be > 0 seconds, got %r" % window)
-    if window is None and samples < 1:
-        raise HealthError("samples must be >= 1, got %r" % samples)
-    if retry_after is not None and not retry_after > 0:
-        raise HealthError("retry_after must be > 0 seconds, got %r" % retry_after)
-    if retry_max is None or not retry_max > 0:
-        raise HealthError("retry_max must be > 0 seconds, got %r" % retry_max)
+    _check_sampling(samples, interval, window, hysteresis, timeout, retry_after, retry_max)
     stop_level = _stop_level(stop_on)
     fixes = None
     if node_factory is None:
@@ -283,18 +344,7 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     states = {t["name"]: NodeState(t, hysteresis) for t in targets}
     sampler = Sampler(parallelism, timeout, pump=pump, clock=clock, sleep=sleep,
                       retry_after=retry_after, retry_max=retry_max)
-
-    def prepare(reader, descriptions):
-        st = states[reader.name]
-        if st.permanent_error:
-            raise NodeUnavailable(st.permanent_error, permanent=True)
-        if not st.selected:
-            watched, missing = policy.select(descriptions)
-            st.rules = watched
-            st.discrepancies = [r.name or r.label for r in missing]
-            st.bmc_sensors = len(descriptions)
-            st.selected = True
-        reader.select(sorted(st.rules))
+    prepare = _preparer(states, policy)
 
     start = clock()
     stopped_early = None
@@ -306,36 +356,12 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
             results = sampler.sample(readers, prepare)
             sweep_times.append(clock() - t0)
             n += 1
-            t = t0 - start
             for name, res in results.items():
-                st = states[name]
-                st.reads += 1
-                if isinstance(res, NodeUnavailable):
-                    if not (res.pending and st.node_error and not st.node_error_pending):
-                        # a login still queued or under way tells nothing new: an earlier
-                        # failure (BMC unreachable, ...) stays the reason
-                        st.node_error = res.reason
-                        st.node_error_pending = res.pending
-                    if res.permanent:
-                        st.permanent_error = res.reason
-                    if res.pending and not st.tracks:
-                        st.reads -= 1
-                        continue  # first login still under way: no data yet, not a failed sample
-                    for sensor in (st.rules or {}):
-                        st.track(sensor).add(t, UNKNOWN, res.reason, keep_history=keep_history)
-                    continue
-                st.node_error = None
-                for sensor, reading in res.items():
-                    verdict, reason = policy.evaluate(st.rules.get(sensor), reading)
-                    value = reading.get("value")
-                    if reading.get("unavailable") or reading.get("error"):
-                        value = None
-                    st.track(sensor).add(t, verdict, reason, value, keep_history=keep_history)
+                _take_in(states[name], res, t0 - start, policy, keep_history)
             if after_sample is not None:
                 after_sample(n)
             if stop_level is not None:
-                hit = [name for name, st in states.items()
-                       if any(LEVEL.get(tr.verdict, -1) >= stop_level for tr in st.tracks.values())]
+                hit = _reached(states, stop_level)
                 if hit:
                     stopped_early = {"nodes": sorted(hit), "after_samples": n, "at": round(clock() - start, 3)}
                     break
@@ -344,8 +370,7 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
                     break
             elif t0 - start + interval >= window:
                 break  # the next sample would start outside the window
-            next_at = t0 + interval
-            delay = next_at - clock()
+            delay = t0 + interval - clock()
             if delay > 0:
                 # logins and answers no sample waits for go on meanwhile
                 sampler.idle(delay, readers)
@@ -358,12 +383,7 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
         "summary": summary,
         "samples": n,
         "elapsed": round(clock() - start, 3),
-        "sweep_seconds": {
-            "min": round(min(sweep_times), 4) if sweep_times else 0.0,
-            "median": round(sorted(sweep_times)[len(sweep_times) // 2], 4) if sweep_times else 0.0,
-            "max": round(max(sweep_times), 4) if sweep_times else 0.0,
-        },
+        "sweep_seconds": _sweep_seconds(sweep_times),
         "stopped_early": stopped_early,
         "pyghmi_fixes": fixes,
     }
-
