@@ -30,13 +30,12 @@ import threading
 __metaclass__ = type
 
 try:
-    from pyghmi import exceptions as pyghmi_exc
     from pyghmi.ipmi import command as pyghmi_command
     from pyghmi.ipmi.private import session as pyghmi_session
     HAS_PYGHMI = True
     PYGHMI_IMPORT_ERROR = None
 except ImportError as _exc:  # pragma: no cover - exercised via missing_required_lib
-    pyghmi_exc = pyghmi_command = pyghmi_session = None
+    pyghmi_command = pyghmi_session = None
     HAS_PYGHMI = False
     PYGHMI_IMPORT_ERROR = _exc
 
@@ -172,14 +171,6 @@ def forget_stale_login(address, username, password, port, session_mod=None):
         return
     session_mod.Session.initting_sessions.pop((address, username, password, port, None), None)
 
-
-
-def remove_wakeup_fix(session_mod=None):
-    """Undo :func:`install_wakeup_fix` (used by the test that shows the race)."""
-    session_mod = session_mod or pyghmi_session
-    current = session_mod._io_wait
-    if getattr(current, "pft_wakeup_fix", False):
-        session_mod._io_wait = current.pft_original
 
 
 def pump_pyghmi(timeout):
