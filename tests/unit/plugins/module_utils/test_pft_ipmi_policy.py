@@ -1,7 +1,13 @@
 # Copyright: pft contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of pft_ipmi_policy: rules, policy, BMC-threshold verdicts, hysteresis and trend.
+
+pft_ipmi_policy is pure: it is also imported here with pyghmi blocked.
 """
+import os
+import subprocess
+import sys
+
 import pytest
 from ansible.module_utils import pft_ipmi_policy as P
 
@@ -150,3 +156,21 @@ def test_trend_slope_per_second():
     assert P.SensorTrack(1).slope() is None
 
 
+
+# -- no pyghmi -----------------------------------------------------------------------
+
+def test_policy_imports_and_works_without_pyghmi():
+    import ansible.module_utils as mu
+    code = (
+        "import sys\n"
+        "sys.modules['pyghmi'] = None\n"
+        "import ansible.module_utils\n"
+        "ansible.module_utils.__path__[:0] = sys.argv[1:]\n"
+        "from ansible.module_utils import pft_ipmi_policy as P\n"
+        "policy = P.Policy([{'name': 'T', 'upper_critical': 1}])\n"
+        "assert policy.evaluate(policy.rules[0], {'value': 2})[0] == 'critical'\n"
+        "assert not [m for m in sys.modules if m.startswith('pyghmi') and sys.modules[m] is not None]\n"
+    )
+    here = os.path.dirname(P.__file__)
+    out = subprocess.run([sys.executable, "-c", code, here] + list(mu.__path__), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -5,6 +5,7 @@
 The lost wake-up itself is shown against a real ipmi_sim BMC in
 tests/integration/test_ipmi_health.py.
 """
+import os
 import types
 
 from ansible.module_utils import pft_ipmi_pyghmi as G
@@ -79,3 +80,23 @@ def test_recv_fix_receives_without_blocking():
         a.close()
         b.close()
 
+
+def test_without_pyghmi_the_modules_import_and_say_so():
+    """ipmi_health_info reports a missing pyghmi with missing_required_lib: the imports must not fail."""
+    import subprocess
+    import sys
+
+    import ansible.module_utils as mu
+    code = (
+        "import sys\n"
+        "sys.modules['pyghmi'] = None\n"
+        "import ansible.module_utils\n"
+        "ansible.module_utils.__path__[:0] = sys.argv[1:]\n"
+        "from ansible.module_utils import pft_ipmi\n"
+        "from ansible.module_utils import pft_ipmi_pyghmi as G\n"
+        "assert G.HAS_PYGHMI is False and isinstance(G.PYGHMI_IMPORT_ERROR, ImportError)\n"
+        "assert G.install_pyghmi_fixes() is False\n"
+    )
+    here = os.path.dirname(G.__file__)
+    out = subprocess.run([sys.executable, "-c", code, here] + list(mu.__path__), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
