@@ -400,7 +400,6 @@ class LocalNode:
         self.entries = {}
         self.descriptions = None
         self.names = []
-        self.busy = False
 
     @property
     def connected(self):
