@@ -23,6 +23,7 @@ The LAST line is a contract read by other tools:
 pft= is the warm sweep (what the watch does every second); cold is in the table.
 """
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -40,6 +41,7 @@ import ansible.module_utils  # noqa: E402
 ansible.module_utils.__path__.append(os.path.join(REPO, "plugins", "module_utils"))
 
 from ansible.module_utils import pft_ipmi  # noqa: E402
+from ansible.module_utils.pft_ipmi_policy import Policy  # noqa: E402
 
 from pft_testbed.bmc import BmcFarm  # noqa: E402
 
@@ -52,8 +54,9 @@ sys.path.insert(0, %(testbed)r)
 import ansible.module_utils
 ansible.module_utils.__path__.append(%(module_utils)r)
 from ansible.module_utils import pft_ipmi
+from ansible.module_utils.pft_ipmi_policy import Policy
 targets = json.load(sys.stdin)
-res = pft_ipmi.run_health(targets, pft_ipmi.Policy(use_bmc_thresholds=True), samples=1, timeout=60)
+res = pft_ipmi.run_health(targets, Policy(use_bmc_thresholds=True), samples=1, timeout=60)
 print(json.dumps({"elapsed": res["elapsed"], "ok": len(res["summary"]["ok"])}))
 """ % {"testbed": os.path.join(REPO, "testbed"), "module_utils": os.path.join(REPO, "plugins", "module_utils")}
 
@@ -78,10 +81,10 @@ def pft_sweeps(farm, runs):
             raise SystemExit("pft cold: only %d of %d BMCs answered" % (res["ok"], len(targets)))
         cold.append(res["elapsed"])
     marks = []
-    res = pft_ipmi.run_health(targets, pft_ipmi.Policy(use_bmc_thresholds=True), samples=runs + 1,
+    res = pft_ipmi.run_health(targets, Policy(use_bmc_thresholds=True), samples=runs + 1,
                               interval=0, timeout=300, after_sample=lambda n: marks.append(time.monotonic()))
     _check(res, len(targets), "pft warm")
-    warm = [b - a for a, b in zip(marks, marks[1:])]
+    warm = [b - a for a, b in itertools.pairwise(marks)]
     return warm, cold
 
 

@@ -332,11 +332,11 @@ pyghmi_fixes:
   sample: true
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
-
-from ansible.module_utils.pft_ipmi import (
-    HAS_PYGHMI, PYGHMI_IMPORT_ERROR, HealthError, Policy, run_health,
-)
+# E402: an Ansible module documents itself (DOCUMENTATION, EXAMPLES, RETURN) before its imports.
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib  # noqa: E402
+from ansible.module_utils.pft_ipmi import run_health  # noqa: E402
+from ansible.module_utils.pft_ipmi_policy import HealthError, Policy  # noqa: E402
+from ansible.module_utils.pft_ipmi_pyghmi import HAS_PYGHMI, PYGHMI_IMPORT_ERROR  # noqa: E402
 
 RULE_SPEC = dict(
     name=dict(type="str"),

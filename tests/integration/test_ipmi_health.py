@@ -15,9 +15,10 @@ import textwrap
 import time
 
 import pytest
-
 from ansible.module_utils import pft_ipmi as H
+from ansible.module_utils import pft_ipmi_policy as P
 from pft_paths import REPO
+
 from pft_testbed.bmc import BmcFarm, SimBmc
 
 pytestmark = pytest.mark.integration
@@ -45,7 +46,7 @@ def bmcs(farm):
 
 def health(targets, policy=POLICY, **kw):
     kw.setdefault("interval", 0.05)
-    return H.run_health(targets, H.Policy(policy), **kw)
+    return H.run_health(targets, P.Policy(policy), **kw)
 
 
 def test_all_ok(bmcs):
@@ -70,7 +71,7 @@ def test_warning_and_critical(bmcs):
 def test_bmc_own_thresholds(bmcs):
     bmcs[0].set_sensor("CPU1 Temp", 88)   # BMC: upper critical at 85
     bmcs[1].set_sensor("FAN2", 840)       # BMC: lower non-critical at 900
-    res = H.run_health([b.target() for b in bmcs[:3]], H.Policy(use_bmc_thresholds=True))
+    res = H.run_health([b.target() for b in bmcs[:3]], P.Policy(use_bmc_thresholds=True))
     assert res["nodes"][bmcs[0].name]["verdict"] == "critical"
     assert res["nodes"][bmcs[1].name]["verdict"] == "warning"
     assert res["nodes"][bmcs[2].name]["verdict"] == "ok"
@@ -240,8 +241,9 @@ import json, sys
 import ansible.module_utils
 ansible.module_utils.__path__.append(sys.argv[1])
 from ansible.module_utils import pft_ipmi as H
+from ansible.module_utils import pft_ipmi_policy as P
 args = json.load(sys.stdin)
-res = H.run_health(args["targets"], H.Policy(args["policy"]), **args["kw"])
+res = H.run_health(args["targets"], P.Policy(args["policy"]), **args["kw"])
 print(json.dumps(res))
 """
 
@@ -394,11 +396,11 @@ RACE_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {testbed!r})
     import ansible.module_utils
     ansible.module_utils.__path__.append({module_utils!r})
-    from ansible.module_utils import pft_ipmi as H
+    from ansible.module_utils import pft_ipmi_pyghmi as G
     from pyghmi.ipmi.private import session
     from pft_testbed.bmc import SimBmc
     if sys.argv[1] == "fixed":
-        assert H.install_wakeup_fix()
+        assert G.install_wakeup_fix()
     # Widen the race window the same way in both runs: the waiting thread is
     # late by 20 ms, as a descheduled thread on a busy host would be, so the
     # BMC's reply is always in before the waiter. That is the losing order of

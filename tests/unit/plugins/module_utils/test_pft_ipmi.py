@@ -1,18 +1,18 @@
 # Copyright: pft contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Unit tests of the health logic in pft_ipmi: policy, hysteresis, trend,
-sampling and error handling, with fake node readers.
+"""Unit tests of the health logic in pft_ipmi: target checks, sampling
+and error handling, with fake node readers.
 
 The same paths run against real ipmi_sim BMCs in
 tests/integration/test_ipmi_health.py; fakes here only feed decision logic.
 """
 import re
 import threading
-import types
 
 import pytest
-
 from ansible.module_utils import pft_ipmi as H
+from ansible.module_utils import pft_ipmi_nodes as N
+from ansible.module_utils import pft_ipmi_policy as P
 
 TEMP = {"name": "CPU* Temp", "upper_warning": 75, "upper_critical": 85}
 FAN = {"type": "Fan", "lower_warning": 900, "lower_critical": 600}
@@ -20,143 +20,6 @@ FAN = {"type": "Fan", "lower_warning": 900, "lower_critical": 600}
 
 def reading(value, states=(), health=0, unavailable=False):
     return {"value": value, "states": list(states), "bmc_health": health, "unavailable": unavailable}
-
-
-# -- policy ----------------------------------------------------------------------
-
-@pytest.mark.parametrize("value, verdict", [(45, "ok"), (75, "warning"), (84.9, "warning"), (85, "critical")])
-def test_upper_thresholds(value, verdict):
-    policy = H.Policy([TEMP])
-    rule = policy.rules[0]
-    assert policy.evaluate(rule, reading(value))[0] == verdict
-
-
-@pytest.mark.parametrize("value, verdict", [(6000, "ok"), (900, "warning"), (600, "critical"), (0, "critical")])
-def test_lower_thresholds(value, verdict):
-    policy = H.Policy([FAN])
-    assert policy.evaluate(policy.rules[0], reading(value))[0] == verdict
-
-
-def test_reason_names_value_and_threshold():
-    policy = H.Policy([TEMP])
-    assert policy.evaluate(policy.rules[0], reading(92)) == ("critical", "92 >= upper_critical 85")
-
-
-def test_unavailable_and_errors_are_unknown():
-    policy = H.Policy([TEMP])
-    assert policy.evaluate(policy.rules[0], reading(None, unavailable=True))[0] == "unknown"
-    assert policy.evaluate(policy.rules[0], {"error": "completion code 0xcb"}) == (
-        "unknown", "read failed: completion code 0xcb")
-
-
-def test_bmc_thresholds():
-    policy = H.Policy(use_bmc_thresholds=True)
-    assert policy.evaluate(None, reading(80, ["upper non-critical threshold"], health=1))[0] == "warning"
-    assert policy.evaluate(None, reading(90, ["upper critical threshold"], health=2))[0] == "critical"
-    assert policy.evaluate(None, reading(99, ["upper non-recoverable threshold"], health=4))[0] == "critical"
-    assert policy.evaluate(None, reading(45))[0] == "ok"
-
-
-def test_rule_and_bmc_thresholds_worst_wins():
-    policy = H.Policy([{"name": "CPU1 Temp", "upper_warning": 80}], use_bmc_thresholds=True)
-    verdict, reason = policy.evaluate(policy.rules[0], reading(78, ["upper critical threshold"], health=2))
-    assert verdict == "critical" and "BMC reports" in reason
-
-
-def test_select_first_rule_wins_and_discrepancies():
-    policy = H.Policy([{"name": "CPU1 Temp", "upper_critical": 70}, TEMP, {"name": "CPU3 Temp", "upper_critical": 1},
-                       {"name": "PSU*", "upper_critical": 1}])
-    watched, missing = policy.select([{"name": "CPU1 Temp", "type": "Temperature"},
-                                      {"name": "CPU2 Temp", "type": "Temperature"},
-                                      {"name": "FAN1", "type": "Fan"}])
-    assert watched["CPU1 Temp"].index == 0
-    assert watched["CPU2 Temp"].index == 1
-    assert "FAN1" not in watched
-    # exact names are required by default, globs are not
-    assert [r.name for r in missing] == ["CPU3 Temp"]
-
-
-def test_select_all_sensors_with_bmc_thresholds_only():
-    watched, missing = H.Policy(use_bmc_thresholds=True).select([{"name": "A"}, {"name": "B"}])
-    assert watched == {"A": None, "B": None} and missing == []
-
-
-@pytest.mark.parametrize("rules, message", [
-    ([], "policy is empty"),
-    ([{"upper_critical": 3}], "needs 'name' and/or 'type'"),
-    ([{"name": "X", "upper_critical": "hot"}], "upper_critical must be a number"),
-    ([{"name": "X", "upper_warning": 90, "upper_critical": 80}], "upper_critical 80.0 is below upper_warning 90.0"),
-    ([{"name": "X", "lower_warning": 10, "lower_critical": 20}], "lower_critical 20.0 is above lower_warning 10.0"),
-    ([{"name": "X", "uper_critical": 80}], "unknown keys: uper_critical"),
-])
-def test_bad_policies_name_the_rule(rules, message):
-    with pytest.raises(H.HealthError, match=message):
-        H.Policy(rules)
-
-
-# -- hysteresis ------------------------------------------------------------------
-
-def feed(track, states):
-    for i, s in enumerate(states):
-        track.add(float(i), s, s, value=float(i))
-    return track
-
-
-def test_single_spike_does_not_count():
-    t = feed(H.SensorTrack(3), ["ok", "ok", "critical", "ok", "ok"])
-    assert t.verdict == "ok"
-
-
-def test_k_in_a_row_counts():
-    t = feed(H.SensorTrack(3), ["ok", "critical", "critical"])
-    assert t.verdict == "ok" and t.pending == {"state": "critical", "count": 2, "needed": 3}
-    t.add(3.0, "critical", "hot")
-    assert t.verdict == "critical" and t.pending is None
-
-
-def test_flapping_sensor_stays_put():
-    t = feed(H.SensorTrack(2), ["ok", "critical", "ok", "critical", "ok", "critical"])
-    assert t.verdict == "ok"
-
-
-def test_warning_and_critical_mix_confirms_warning():
-    t = feed(H.SensorTrack(3), ["ok", "warning", "critical", "warning"])
-    assert t.verdict == "warning"
-
-
-def test_recovery_needs_k_samples_too():
-    t = feed(H.SensorTrack(2), ["critical", "critical", "ok"])
-    assert t.verdict == "critical"
-    t.add(9.0, "ok", "cool")
-    assert t.verdict == "ok"
-
-
-def test_unconfirmed_bad_start_is_unknown_not_ok():
-    t = feed(H.SensorTrack(3), ["critical"])
-    assert t.verdict == "unknown"
-    assert "not yet confirmed" in t.reason
-
-
-def test_unknown_never_escalates_and_needs_k():
-    t = feed(H.SensorTrack(2), ["ok", "unknown"])
-    assert t.verdict == "ok"
-    t.add(5.0, "unknown", "BMC unreachable")
-    assert t.verdict == "unknown" and t.reason == "BMC unreachable"
-    t2 = feed(H.SensorTrack(2), ["unknown"] * 10)
-    assert t2.verdict == "unknown"
-
-
-def test_unknown_breaks_a_streak():
-    t = feed(H.SensorTrack(2), ["ok", "critical", "unknown", "critical"])
-    assert t.verdict == "ok"
-
-
-def test_trend_slope_per_second():
-    t = H.SensorTrack(1)
-    for i in range(5):
-        t.add(float(i), "ok", "ok", value=50.0 + 2 * i)
-    assert t.slope() == pytest.approx(2.0)
-    assert H.SensorTrack(1).slope() is None
 
 
 # -- targets ---------------------------------------------------------------------
@@ -168,7 +31,7 @@ def test_trend_slope_per_second():
     ([{"name": "n1", "interface": "local"}, {"name": "n1", "interface": "local"}], "n1 is listed twice"),
 ])
 def test_unusable_target_lists_fail(targets, message):
-    with pytest.raises(H.HealthError, match=message):
+    with pytest.raises(P.HealthError, match=message):
         H.validate_targets(targets)
 
 
@@ -239,17 +102,6 @@ def test_two_in_band_targets_are_refused():
         True, True, False]
 
 
-@pytest.mark.parametrize("text, reason, permanent", [
-    ("Incorrect password provided", "authentication failed", True),
-    ("timeout", "BMC unreachable", False),
-    ("Session no longer connected", "BMC unreachable", False),
-    ("Weird", "IPMI error", False),
-])
-def test_classify_errors(text, reason, permanent):
-    r, p = H.classify_ipmi_error(Exception(text))
-    assert r.startswith(reason) and p is permanent
-
-
 # -- sampling with fake readers ------------------------------------------------
 
 class FakeNode:
@@ -288,7 +140,7 @@ def targets(*names):
 
 
 def run(scripts, policy=None, **kw):
-    policy = policy or H.Policy([TEMP, FAN])
+    policy = policy or P.Policy([TEMP, FAN])
     nodes = {}
 
     def factory(t):
@@ -306,14 +158,14 @@ def test_verdicts_per_node_and_summary():
 
 
 def test_unreachable_node_is_unknown_never_critical():
-    res = run({"a": [H.NodeUnavailable("BMC unreachable: timeout")]}, samples=3, hysteresis=1)
+    res = run({"a": [N.NodeUnavailable("BMC unreachable: timeout")]}, samples=3, hysteresis=1)
     node = res["nodes"]["a"]
     assert node["verdict"] == "unknown"
     assert node["reason"] == "BMC unreachable: timeout"
 
 
 def test_auth_failure_is_not_retried():
-    res = run({"a": [H.NodeUnavailable("authentication failed: Incorrect password", permanent=True), {}]},
+    res = run({"a": [N.NodeUnavailable("authentication failed: Incorrect password", permanent=True), {}]},
               samples=3)
     assert res["nodes"]["a"]["verdict"] == "unknown"
     assert res["nodes"]["a"]["reason"].startswith("authentication failed")
@@ -349,7 +201,7 @@ def test_deadline_bounds_a_stuck_node():
         nodes[t["name"]] = FakeNode(t, [{}], block=block)
         return nodes[t["name"]]
     try:
-        res = H.run_health(targets("dead", "ok1", "ok2"), H.Policy([TEMP]), samples=3, interval=0, timeout=0.2,
+        res = H.run_health(targets("dead", "ok1", "ok2"), P.Policy([TEMP]), samples=3, interval=0, timeout=0.2,
                            node_factory=factory, pump=lambda t: None)
     finally:
         gate.set()
@@ -362,7 +214,7 @@ def test_deadline_bounds_a_stuck_node():
 
 def test_no_watched_sensor_is_unknown_not_ok():
     """Fault 2: glob or type-only rules that match nothing on the BMC leave no evidence: unknown."""
-    res = run({"a": [{}], "b": [{}]}, policy=H.Policy([{"name": "PSU*", "upper_critical": 1},
+    res = run({"a": [{}], "b": [{}]}, policy=P.Policy([{"name": "PSU*", "upper_critical": 1},
                                                        {"type": "Current", "upper_critical": 9}]), samples=2)
     for name in ("a", "b"):
         node = res["nodes"][name]
@@ -371,13 +223,13 @@ def test_no_watched_sensor_is_unknown_not_ok():
         assert node["sensors"] == {} and node["discrepancies"] == []
     assert res["summary"]["unknown"] == ["a", "b"]
     # one matching sensor is enough
-    res = run({"a": [{}]}, policy=H.Policy([{"name": "PSU*", "upper_critical": 1}, FAN]))
+    res = run({"a": [{}]}, policy=P.Policy([{"name": "PSU*", "upper_critical": 1}, FAN]))
     assert res["nodes"]["a"]["verdict"] == "ok"
     assert res["nodes"]["a"]["reason"] == "all 1 watched sensors within thresholds"
 
 
 def test_nothing_watched_but_unreachable_later_keeps_the_error():
-    res = run({"a": [{}, H.NodeUnavailable("BMC unreachable: timeout")]}, policy=H.Policy([{"name": "PSU*"}]),
+    res = run({"a": [{}, N.NodeUnavailable("BMC unreachable: timeout")]}, policy=P.Policy([{"name": "PSU*"}]),
               samples=2)
     assert res["nodes"]["a"]["verdict"] == "unknown"
     assert res["nodes"]["a"]["reason"] == "BMC unreachable: timeout"
@@ -390,7 +242,7 @@ def run_targets(tlist, scripts, **kw):
         made.append(t["name"])
         return FakeNode(t, scripts.get(t["name"], [{}]))
     kw.setdefault("interval", 0)
-    res = H.run_health(tlist, H.Policy([TEMP, FAN]), node_factory=factory, pump=lambda t: None, **kw)
+    res = H.run_health(tlist, P.Policy([TEMP, FAN]), node_factory=factory, pump=lambda t: None, **kw)
     return res, made
 
 
@@ -449,136 +301,12 @@ def test_every_entry_bad_samples_nothing():
     ({"retry_max": None}, "retry_max must be > 0"),
 ])
 def test_bad_sampling_arguments(kw, message):
-    with pytest.raises(H.HealthError, match=message):
+    with pytest.raises(P.HealthError, match=message):
         run({"a": [{}]}, **kw)
 
 
-# -- in-band path ------------------------------------------------------------------
-
-class FakeEntry:
-    def __init__(self, name, number, stype):
-        self.name, self.sensor_number, self.sensor_lun, self.sensor_type = name, number, 0, stype
-
-    def decode_sensor_reading(self, cmd, data):
-        return types.SimpleNamespace(value=float(data[0]), states=[], units="C", type=self.sensor_type,
-                                     health=0, unavailable=0)
-
-
-class FakeLocalCommand:
-    """Stands in for pyghmi's local (in-band /dev/ipmi0) Command."""
-
-    instances = []
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-        self.requests = []
-        FakeLocalCommand.instances.append(self)
-
-    def init_sdr(self):
-        sensors = {1: FakeEntry("CPU1 Temp", 1, "Temperature"), 2: FakeEntry("FAN1", 2, "Fan")}
-        return types.SimpleNamespace(sensors=sensors, get_sensor_numbers=lambda: iter(sensors))
-
-    def raw_command(self, netfn, command, data, rslun):
-        self.requests.append((netfn, command, tuple(data)))
-        return {"code": 0, "data": bytearray([91 if data[0] == 1 else 60])}
-
-
-def test_in_band_node_uses_local_session_and_reads_sensor_by_sensor():
-    FakeLocalCommand.instances.clear()
-    node = H.make_node({"name": "n1", "interface": "local"}, command_factory=FakeLocalCommand)
-    assert not node.can_async
-    assert {d["name"] for d in node.connect()} == {"CPU1 Temp", "FAN1"}
-    node.select(["CPU1 Temp", "FAN1", "NOPE"])
-    out = node.read_sync()
-    cmd = FakeLocalCommand.instances[0]
-    assert cmd.kwargs == {}  # pyghmi's Command() without bmc= is the local session
-    assert cmd.requests == [(4, 0x2D, (1,)), (4, 0x2D, (2,))]
-    assert out["CPU1 Temp"]["value"] == 91.0 and out["FAN1"]["value"] == 60.0
-
-
-def test_in_band_run_health_end_to_end_with_fake_device():
-    res = H.run_health([{"name": "self", "interface": "local"}], H.Policy([TEMP]),
-                       node_factory=lambda t: H.make_node(t, command_factory=FakeLocalCommand),
-                       pump=lambda t: None)
-    assert res["nodes"]["self"]["verdict"] == "critical"
-
-
-# -- the pyghmi fixes, on a stand-in session module --------------------------------
-
-def fake_session_module():
-    mod = types.SimpleNamespace()
-    mod.ioqueue = []
-    mod.selectdeadline = 0
-    mod.myself = "127.0.0.1"
-    mod._monotonic_time = lambda: 100.0
-
-    class Sess:
-        bmc_handlers = {}
-        initting_sessions = {}
-    mod.Session = Sess
-
-    class Sock:
-        def sendto(self, data, addr):
-            pass
-
-        def getsockname(self):
-            return ("127.0.0.1", 1)
-    mod.iosockets = [Sock()]
-    mod.original_calls = []
-    mod._io_wait = lambda timeout, myaddr=None, evq=None: mod.original_calls.append((timeout, myaddr))
-    return mod
-
-
-def test_wakeup_fix_returns_when_reply_already_queued():
-    mod = fake_session_module()
-    addr = ("127.0.0.5", 623)
-    mod.Session.bmc_handlers[addr] = {5000: types.SimpleNamespace(pktqueue=[b"reply"])}
-    assert H.install_wakeup_fix(mod, force=True)
-    mod._io_wait(1.0, addr)  # would block forever on evt.wait() without the fix
-    assert mod.ioqueue and mod.ioqueue[0][2] == addr
-    # undirected waits still go to pyghmi's own function
-    mod._io_wait(0.5)
-    assert mod.original_calls == [(0.5, None)]
-    H.remove_wakeup_fix(mod)
-    assert not getattr(mod._io_wait, "pft_wakeup_fix", False)
-
-
-def test_wakeup_fix_is_not_installed_on_unverified_versions(monkeypatch):
-    mod = fake_session_module()
-    monkeypatch.setattr(H, "_pyghmi_version", lambda: "2.0.0")
-    assert H.install_wakeup_fix(mod) is False
-
-
-def test_forget_stale_login():
-    mod = fake_session_module()
-    mod.Session.initting_sessions[("10.0.0.1", "admin", "pw", 623, None)] = object()
-    H.forget_stale_login("10.0.0.1", "admin", "pw", 623, session_mod=mod)
-    assert mod.Session.initting_sessions == {}
-
-
-def test_recv_fix_receives_without_blocking():
-    import socket
-    mod = types.SimpleNamespace(_io_recvfrom=lambda sock, size: None)
-    assert H.install_recv_fix(mod)
-    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        a.bind(("127.0.0.1", 0))
-        a.setblocking(True)           # what pyghmi's sender leaves behind
-        assert mod._io_recvfrom(a, 100) is None   # returns at once instead of blocking
-        b.sendto(b"ping", a.getsockname())
-        for _ in range(100):
-            got = mod._io_recvfrom(a, 100)
-            if got:
-                break
-        assert got[0] == b"ping"
-    finally:
-        a.close()
-        b.close()
-
-
 def test_first_login_under_way_is_no_data_not_a_failed_sample():
-    pending = H.NodeUnavailable("not sampled yet: login still queued", pending=True)
+    pending = N.NodeUnavailable("not sampled yet: login still queued", pending=True)
     res = run({"a": [pending, pending, {}]}, samples=3, hysteresis=2)
     node = res["nodes"]["a"]
     assert node["verdict"] == "ok" and node["samples"] == 1
@@ -588,16 +316,16 @@ def test_first_login_under_way_is_no_data_not_a_failed_sample():
 
 
 def test_relogin_after_data_counts_as_unknown():
-    pending = H.NodeUnavailable("BMC unreachable: login not completed within 1s", pending=True)
+    pending = N.NodeUnavailable("BMC unreachable: login not completed within 1s", pending=True)
     res = run({"a": [{}, pending, pending, pending]}, samples=4, hysteresis=3)
     assert res["nodes"]["a"]["verdict"] == "unknown"
 
 
 def test_queued_login_does_not_hide_an_earlier_failure():
-    pending = H.NodeUnavailable("not sampled yet: login still queued after 3s", pending=True)
-    res = run({"a": [H.NodeUnavailable("BMC unreachable: timeout"), pending, pending]}, samples=3)
+    pending = N.NodeUnavailable("not sampled yet: login still queued after 3s", pending=True)
+    res = run({"a": [N.NodeUnavailable("BMC unreachable: timeout"), pending, pending]}, samples=3)
     assert res["nodes"]["a"]["verdict"] == "unknown"
     assert res["nodes"]["a"]["reason"] == "BMC unreachable: timeout"
-    later = H.NodeUnavailable("BMC unreachable: login not completed within 3s", pending=True)
+    later = N.NodeUnavailable("BMC unreachable: login not completed within 3s", pending=True)
     res = run({"a": [pending, later, pending]}, samples=3)
     assert res["nodes"]["a"]["reason"] == "not sampled yet: login still queued after 3s"

@@ -1,6 +1,6 @@
 # Copyright: pft contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Scheduling of pft_ipmi.Sampler over mixes of fast, slow, dead and refusing BMCs.
+"""Scheduling of pft_ipmi_sampler.Sampler over mixes of fast, slow, dead and refusing BMCs.
 
 The sampler runs here on a fake clock and a fake event loop (``World``): an
 asynchronous reader's login, sensor repository and readings are events at
@@ -21,18 +21,21 @@ sample ends as soon as the BMCs it reads have answered, whatever the dead
 ones and their retries do.
 """
 import heapq
+import itertools
 import math
 import re
 import threading
 import time
 
 import pytest
+from ansible.module_utils import pft_ipmi as H
+from ansible.module_utils import pft_ipmi_nodes as N
+from ansible.module_utils import pft_ipmi_policy as P
+from ansible.module_utils import pft_ipmi_sampler as S
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible.module_utils import pft_ipmi as H
-
-STEP = getattr(H.Sampler, "STEP", 0.05)   # (getattr: the regression tests also run on the code before the fix)
+STEP = getattr(S.Sampler, "STEP", 0.05)   # (getattr: the regression tests also run on the code before the fix)
 SENSORS = [{"name": "CPU1 Temp", "type": "Temperature"}, {"name": "FAN1", "type": "Fan"}]
 # async kinds that can keep a login slot for a whole deadline each time they are tried
 HOLDERS = ("dead", "slow", "gives_up")
@@ -100,7 +103,7 @@ class World:
         self.now += seconds
 
     def sampler_for(self, parallelism, deadline, abandon_after=None, **kw):
-        self.sampler = H.Sampler(parallelism, deadline, pump=self.pump, abandon_after=abandon_after,
+        self.sampler = S.Sampler(parallelism, deadline, pump=self.pump, abandon_after=abandon_after,
                                  clock=self.clock, sleep=self.sleep, wait=self.wait, **kw)
         return self.sampler
 
@@ -158,7 +161,7 @@ class FakeLan:
                 return
             self.busy_since = None
             self.answered.append(self.world.now)
-            if isinstance(result, H.NodeUnavailable):
+            if isinstance(result, N.NodeUnavailable):
                 self.connected = False
             done(result)
 
@@ -176,11 +179,11 @@ class FakeLan:
         if self.kind == "dead":
             return
         if self.kind == "refusing_now":
-            finish(H.NodeUnavailable("authentication failed: refused", permanent=True))
+            finish(N.NodeUnavailable("authentication failed: refused", permanent=True))
         elif self.kind == "refusing":
-            later(0.001, lambda: finish(H.NodeUnavailable("authentication failed: refused", permanent=True)))
+            later(0.001, lambda: finish(N.NodeUnavailable("authentication failed: refused", permanent=True)))
         elif self.kind == "gives_up":
-            later(self.login, lambda: finish(H.NodeUnavailable("BMC unreachable: timeout")))
+            later(self.login, lambda: finish(N.NodeUnavailable("BMC unreachable: timeout")))
         else:
             def logged_in():
                 self.connected = True
@@ -203,7 +206,7 @@ class FakeLocal:
 
     def connect(self):
         if self.kind == "sync_refusing":
-            raise H.NodeUnavailable("in-band IPMI: authentication failed", permanent=True)
+            raise N.NodeUnavailable("in-band IPMI: authentication failed", permanent=True)
         self.connected = True
         return SENSORS
 
@@ -213,7 +216,7 @@ class FakeLocal:
     def read_sync(self):
         if self.kind == "sync_dead":
             self.world.gate.wait()
-            raise H.NodeUnavailable("released at the end of the test")
+            raise N.NodeUnavailable("released at the end of the test")
         return data(self.names)
 
 
@@ -279,9 +282,9 @@ def run_samples(world, readers, parallelism, deadline, samples, interval=0.0, ab
             assert set(results) == names
             for r in readers:
                 res = results[r.name]
-                assert isinstance(res, (dict, H.NodeUnavailable)), res
+                assert isinstance(res, (dict, N.NodeUnavailable)), res
                 if r.kind in UNREACHABLE:
-                    assert isinstance(res, H.NodeUnavailable), (r.name, r.kind, res)
+                    assert isinstance(res, N.NodeUnavailable), (r.name, r.kind, res)
                 if r.kind == "sync_fast":
                     assert isinstance(res, dict), (r.name, res)
             history.append(results)
@@ -321,7 +324,7 @@ def test_dead_bmcs_filling_every_login_slot_do_not_crash_sampling(parallelism, d
     """
     world = World()
     readers = make_readers(world, [("dead", 0, 0)] * dead + [("fast", 0.02, 0.01)])
-    sampler = H.Sampler(parallelism, 3.0, pump=world.pump, clock=world.clock)
+    sampler = S.Sampler(parallelism, 3.0, pump=world.pump, clock=world.clock)
     world.sampler = sampler
     hot = readers[-1]
     seen = []
@@ -330,7 +333,7 @@ def test_dead_bmcs_filling_every_login_slot_do_not_crash_sampling(parallelism, d
         results = sampler.sample(readers, prepare)
         assert world.now - t0 <= 3.0 + STEP
         assert set(results) == {r.name for r in readers}
-        assert all(isinstance(results[r.name], H.NodeUnavailable) for r in readers[:-1])
+        assert all(isinstance(results[r.name], N.NodeUnavailable) for r in readers[:-1])
         seen.append(isinstance(results[hot.name], dict))
     assert seen[-3:] == [True, True, True], seen
 
@@ -419,10 +422,10 @@ def check_quick_samples(world, history, readers, deadline):
     """
     lan = [r for r in readers if r.can_async]
     slack = STEP if any(not r.can_async for r in readers) else 0.0   # in-band answers: one wait step
-    waited_out = {"BMC unreachable: no answer within %ss" % H._fmt(deadline),
-                  "BMC unreachable: login not completed within %ss" % H._fmt(deadline)}
+    waited_out = {"BMC unreachable: no answer within %ss" % P.format_number(deadline),
+                  "BMC unreachable: login not completed within %ss" % P.format_number(deadline)}
     checked = []
-    for i, (entry, results) in enumerate(zip(world.timeline, history)):
+    for i, (entry, results) in enumerate(zip(world.timeline, history, strict=True)):
         t0, took = entry["t0"], entry["took"]
         if i == 0 or not all(first_login_over(r, t0, deadline) for r in lan):
             continue
@@ -457,13 +460,13 @@ def check_backoff(readers, sampler):
 
 
 def test_retry_delay_doubles_up_to_the_cap():
-    sampler = H.Sampler(4, 1.5)
+    sampler = S.Sampler(4, 1.5)
     assert sampler.retry_after == 5.0 and sampler.retry_max == 60.0   # max(2 x deadline, 5 s); 60 s
     assert [sampler.retry_delay(k) for k in range(1, 8)] == [5, 10, 20, 40, 60, 60, 60]
     assert sampler.retry_delay(1, permanent=True) == 60
     assert sampler.retry_delay(10 ** 6) == 60
-    assert H.Sampler(4, 6.0).retry_after == 12.0
-    assert H.Sampler(4, 1.0, retry_after=90).retry_max == 90   # the cap is never below the first delay
+    assert S.Sampler(4, 6.0).retry_after == 12.0
+    assert S.Sampler(4, 1.0, retry_after=90).retry_max == 90   # the cap is never below the first delay
 
 
 @pytest.mark.parametrize("parallelism", [6, 32])
@@ -498,7 +501,7 @@ def test_samples_end_early_once_dead_bmcs_are_in_backoff(parallelism):
             if r.kind == "fast":
                 continue
             res = results[r.name]
-            assert isinstance(res, H.NodeUnavailable) and not res.pending, (r.name, res)
+            assert isinstance(res, N.NodeUnavailable) and not res.pending, (r.name, res)
             m = re.match(r"(.*) \((next login attempt in (\d+) s|login attempt under way|"
                          r"next login attempt waiting for a free login slot)\)$", res.reason)
             assert m, res.reason
@@ -527,7 +530,7 @@ def test_backoff_doubles_up_to_the_cap_and_an_answer_ends_it():
         return out
 
     seen = run_until(40.0)
-    gaps = [b - a for a, b in zip(flaky.login_times, flaky.login_times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(flaky.login_times)]
     assert len(gaps) >= 5, flaky.login_times
     for k, gap in enumerate(gaps, 1):
         delay = min(10.0, 2.0 * 2 ** (k - 1))
@@ -623,7 +626,7 @@ def test_run_health_keeps_its_pace_with_a_dead_rack():
     by_name = {r.name: r for r in readers}
     targets = [{"name": r.name, "address": "10.0.%d.%d" % divmod(i, 256), "username": "u", "password": "p"}
                for i, r in enumerate(readers)]
-    res = H.run_health(targets, H.Policy([{"name": "CPU* Temp", "upper_critical": 85}]), window=60,
+    res = H.run_health(targets, P.Policy([{"name": "CPU* Temp", "upper_critical": 85}]), window=60,
                        interval=1.0, timeout=1.5, parallelism=6, node_factory=lambda t: by_name[t["name"]],
                        pump=world.pump, clock=world.clock, sleep=world.rest)
     fast = sorted(r.name for r in readers if r.kind == "fast")
