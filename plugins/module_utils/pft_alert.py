@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Alerts for pft: tell the admin by syslog, mail and/or webhook.
 
-Everything here is plain Python (the standard library only) so that it can be
+Everything here is plain Python (the standard library and pft_common only) so that it can be
 unit-tested without Ansible.
 
 Channels
@@ -39,7 +39,6 @@ Failures
 """
 from __future__ import annotations
 
-import datetime
 import errno
 import json
 import os
@@ -54,6 +53,8 @@ import urllib.parse
 import urllib.request
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+
+from ansible.module_utils.pft_common import utc_iso
 
 SEVERITIES = ("info", "warning", "critical")
 # syslog(3) priorities: LOG_INFO 6, LOG_WARNING 4, LOG_CRIT 2.
@@ -104,7 +105,7 @@ class Alert:
         self.time = clock()
 
     def iso_time(self):
-        return datetime.datetime.fromtimestamp(self.time, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return utc_iso(self.time)
 
     def title(self):
         """``[pft critical] subject``: the mail subject and the webhook's text."""
@@ -204,8 +205,9 @@ class SyslogChannel:
                 if kind == socket.SOCK_DGRAM and exc.errno == errno.EPROTOTYPE:
                     continue
                 if isinstance(exc, (socket.timeout, TimeoutError)):
-                    raise AlertError("%s: not accepted within %.1f s (syslog daemon stuck?)" % (where, timeout))
-                raise AlertError("%s: %s" % (where, exc.strerror or exc))
+                    raise AlertError("%s: not accepted within %.1f s (syslog daemon stuck?)"
+                                     % (where, timeout)) from exc
+                raise AlertError("%s: %s" % (where, exc.strerror or exc)) from exc
             finally:
                 sock.close()
         raise AlertError("%s: neither a datagram nor a stream socket" % where)   # pragma: no cover
@@ -302,23 +304,25 @@ class MailChannel:
         except AlertError:
             raise
         except smtplib.SMTPRecipientsRefused as exc:
-            raise AlertError("mail to %s: every recipient refused: %s" % (self.server, _smtp_refusals(exc.recipients)))
+            raise AlertError("mail to %s: every recipient refused: %s"
+                             % (self.server, _smtp_refusals(exc.recipients))) from exc
         except smtplib.SMTPAuthenticationError as exc:
-            raise AlertError("mail to %s: login as %s refused: %s" % (self.server, self.username, _smtp_reply(exc)))
+            raise AlertError("mail to %s: login as %s refused: %s"
+                             % (self.server, self.username, _smtp_reply(exc))) from exc
         except smtplib.SMTPResponseException as exc:
-            raise AlertError("mail to %s: %s refused: %s" % (self.server, step, _smtp_reply(exc)))
+            raise AlertError("mail to %s: %s refused: %s" % (self.server, step, _smtp_reply(exc))) from exc
         except (socket.timeout, TimeoutError):
-            raise AlertError("mail to %s: %s: no answer within %.1f s" % (self.server, step, timeout))
+            raise AlertError("mail to %s: %s: no answer within %.1f s" % (self.server, step, timeout)) from None
         except ssl.SSLError as exc:
-            raise AlertError("mail to %s: TLS failed: %s" % (self.server, exc.reason or exc))
+            raise AlertError("mail to %s: TLS failed: %s" % (self.server, exc.reason or exc)) from exc
         except smtplib.SMTPServerDisconnected as exc:
             if isinstance(exc.__context__, (socket.timeout, TimeoutError)):   # smtplib turns read timeouts into this
-                raise AlertError("mail to %s: %s: no answer within %.1f s" % (self.server, step, timeout))
-            raise AlertError("mail to %s: %s: server closed the connection (%s)" % (self.server, step, exc))
+                raise AlertError("mail to %s: %s: no answer within %.1f s" % (self.server, step, timeout)) from exc
+            raise AlertError("mail to %s: %s: server closed the connection (%s)" % (self.server, step, exc)) from exc
         except smtplib.SMTPException as exc:
-            raise AlertError("mail to %s: %s failed: %s" % (self.server, step, exc))
+            raise AlertError("mail to %s: %s failed: %s" % (self.server, step, exc)) from exc
         except OSError as exc:
-            raise AlertError("mail to %s: %s failed: %s" % (self.server, step, exc.strerror or exc))
+            raise AlertError("mail to %s: %s failed: %s" % (self.server, step, exc.strerror or exc)) from exc
         return {"refused": {r: _smtp_reply_tuple(v) for r, v in refused.items()}} if refused else {}
 
 
@@ -362,7 +366,7 @@ class WebhookChannel:
             parts = urllib.parse.urlsplit(url)
             parts.port   # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
-            raise AlertError("webhook.url %s: %s" % (safe_url(url), exc))
+            raise AlertError("webhook.url %s: %s" % (safe_url(url), exc)) from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise AlertError("webhook.url %s: not an http:// or https:// URL with a host" % safe_url(url))
         if parts.username is not None or parts.password is not None:
@@ -416,17 +420,18 @@ class WebhookChannel:
                 pass
             if 300 <= exc.code < 400:
                 raise AlertError("%s: HTTP %d redirect to %s (redirects are not followed)"
-                                 % (where, exc.code, safe_url(exc.headers.get("Location", "?"))))
-            raise AlertError("%s: HTTP %d %s%s" % (where, exc.code, exc.reason, ": " + snippet if snippet else ""))
+                                 % (where, exc.code, safe_url(exc.headers.get("Location", "?")))) from exc
+            raise AlertError("%s: HTTP %d %s%s"
+                             % (where, exc.code, exc.reason, ": " + snippet if snippet else "")) from exc
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, (socket.timeout, TimeoutError)):
-                raise AlertError("%s: no answer within %.1f s" % (where, timeout))
-            raise AlertError("%s: %s" % (where, getattr(reason, "strerror", None) or reason))
+                raise AlertError("%s: no answer within %.1f s" % (where, timeout)) from exc
+            raise AlertError("%s: %s" % (where, getattr(reason, "strerror", None) or reason)) from exc
         except (socket.timeout, TimeoutError):
-            raise AlertError("%s: no answer within %.1f s" % (where, timeout))
+            raise AlertError("%s: no answer within %.1f s" % (where, timeout)) from None
         except (OSError, ValueError) as exc:   # http.client errors (RemoteDisconnected, BadStatusLine) included
-            raise AlertError("%s: %s" % (where, getattr(exc, "strerror", None) or exc or type(exc).__name__))
+            raise AlertError("%s: %s" % (where, getattr(exc, "strerror", None) or exc or type(exc).__name__)) from exc
         if not 200 <= status < 300:
             raise AlertError("%s: HTTP %d" % (where, status))
         return {"status": status}
@@ -474,12 +479,12 @@ def send_alert(alert, channels, deadline=DEFAULT_DEADLINE, check_mode=False, inv
         thread = threading.Thread(target=run, args=(ch, limit), name="pft-alert-" + ch.name, daemon=True)
         thread.start()
         threads.append((ch, thread, limit))
-    for ch, thread, limit in threads:
+    for _ch, thread, limit in threads:
         # The channel's sockets time out at ``limit``; the grace lets that specific error (which step, which
         # server) arrive before the generic one below.
         thread.join(max(0.0, start + limit + JOIN_GRACE - time.monotonic()))
     info = {}
-    for ch, thread, limit in threads:
+    for ch, _thread, limit in threads:
         state = outcome.get(ch.name)
         if state is None:   # still running: no confirmation in time
             delivered[ch.name] = False

@@ -8,8 +8,9 @@ a corrupt state file, a bug) would reach the admin as noise, or not at all.
 """
 from __future__ import annotations
 
-import errno
 import traceback
+
+from ansible.module_utils.pft_common import os_error_text
 
 
 def fail(module, name, exc, clean=()):
@@ -24,8 +25,7 @@ def fail(module, name, exc, clean=()):
     if isinstance(exc, clean):
         module.fail_json(msg=str(exc))
     if isinstance(exc, OSError):
-        msg = "%s: %s%s [%s]" % (name, "%s: " % exc.filename if exc.filename else "", exc.strerror or exc,
-                                 errno.errorcode.get(exc.errno, exc.errno))
+        msg = "%s: %s%s" % (name, "%s: " % exc.filename if exc.filename else "", os_error_text(exc))
     else:
         msg = "internal error in %s: %s: %s" % (name, type(exc).__name__, (str(exc).splitlines() or [""])[0])
     module.fail_json(msg=msg, exception=traceback.format_exc())

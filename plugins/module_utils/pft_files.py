@@ -19,7 +19,8 @@ Each entry is a dict:
 
 Entries are handled in order, so a directory entry comes before the files in it. An entry
 listed twice the same way counts once; a path listed twice differently is an error.
-Files are written to a temporary file in the same directory and renamed over the old one.
+Files are written to a temporary file in the same directory, fsynced and renamed over the old one,
+and the directory is fsynced (pft_common.atomic_write).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,7 +33,8 @@ import pwd
 import shlex
 import stat
 import subprocess
-import tempfile
+
+from ansible.module_utils.pft_common import atomic_write
 
 STATES = ("file", "directory", "absent")
 DEFAULT_MODE = {"file": "0644", "directory": "0755"}
@@ -56,7 +58,7 @@ def _mode(value, path):
     try:
         mode = int(text, 8)
     except ValueError:
-        raise FilesError("%s: mode %r is not an octal number like '0644'" % (path, value))
+        raise FilesError("%s: mode %r is not an octal number like '0644'" % (path, value)) from None
     if mode < 0 or mode > 0o7777:
         raise FilesError("%s: mode %r is out of range" % (path, value))
     return mode
@@ -66,14 +68,14 @@ def _uid(name, path):
     try:
         return pwd.getpwnam(name).pw_uid
     except KeyError:
-        raise FilesError("%s: owner %r is not a user on this node" % (path, name))
+        raise FilesError("%s: owner %r is not a user on this node" % (path, name)) from None
 
 
 def _gid(name, path):
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
-        raise FilesError("%s: group %r is not a group on this node" % (path, name))
+        raise FilesError("%s: group %r is not a group on this node" % (path, name)) from None
 
 
 def normalize(entries):
@@ -156,7 +158,8 @@ def plan(entries):
             uid, gid = item["uid"], item["gid"] = _uid(entry["owner"], path), _gid(entry["group"], path)
             want_type = stat.S_ISREG if state == "file" else stat.S_ISDIR
             if st is not None and not want_type(st.st_mode):
-                raise FilesError("%s: exists but is not a %s" % (path, "regular file" if state == "file" else "directory"))
+                raise FilesError("%s: exists but is not a %s"
+                                 % (path, "regular file" if state == "file" else "directory"))
             if st is None:
                 reasons.append("created")
                 item["before"] = None
@@ -182,9 +185,10 @@ def _validate(entry, tmp_path, timeout):
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False)
     except FileNotFoundError:
-        raise FilesError("%s: validate command %s not found" % (entry["path"], argv[0]))
+        raise FilesError("%s: validate command %s not found" % (entry["path"], argv[0])) from None
     except subprocess.TimeoutExpired:
-        raise FilesError("%s: validate command %s did not finish within %s s" % (entry["path"], argv[0], timeout))
+        raise FilesError("%s: validate command %s did not finish within %s s"
+                         % (entry["path"], argv[0], timeout)) from None
     if proc.returncode != 0:
         out = proc.stdout.decode("utf-8", "replace").strip()
         raise FilesError("%s: the new content failed validation (%s, rc %d): %s"
@@ -192,23 +196,13 @@ def _validate(entry, tmp_path, timeout):
 
 
 def _write_file(entry, uid, gid, timeout):
-    path = entry["path"]
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".pft-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(entry["content"].encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+    def finish(tmp):
         os.chown(tmp, uid, gid)
         os.chmod(tmp, entry["mode"])
         if entry.get("validate"):
             _validate(entry, tmp, timeout)
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(entry["path"], entry["content"], mode=0o600, before_rename=finish)
 
 
 def apply(entries, planned, validate_timeout=VALIDATE_TIMEOUT):
@@ -217,7 +211,7 @@ def apply(entries, planned, validate_timeout=VALIDATE_TIMEOUT):
     Stops at the first failure, which names its path; the entries before it are done (the
     FilesError's done lists them), the ones after it untouched."""
     done = []
-    for entry, item in zip(entries, planned):
+    for entry, item in zip(entries, planned, strict=False):
         if not item["changed"]:
             continue
         path, state = entry["path"], entry["state"]
@@ -238,9 +232,9 @@ def apply(entries, planned, validate_timeout=VALIDATE_TIMEOUT):
                 os.chown(path, uid, gid)
                 os.chmod(path, entry["mode"])
         except OSError as exc:
-            raise FilesError("%s: %s" % (path, exc.strerror or exc), done)
+            raise FilesError("%s: %s" % (path, exc.strerror or exc), done) from exc
         except FilesError as exc:
-            raise FilesError(str(exc), done)
+            raise FilesError(str(exc), done) from exc
         done.append(path)
     return done
 
@@ -257,7 +251,7 @@ def _text(data):
 def diffs(entries, planned):
     """Ansible diff dicts, one per changed entry; sensitive contents are left out."""
     out = []
-    for entry, item in zip(entries, planned):
+    for entry, item in zip(entries, planned, strict=False):
         if not item["changed"]:
             continue
         diff = {"before_header": entry["path"], "after_header": entry["path"]}

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: pft contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Ganglia for pft: read the XML of gmond/gmetad, pick a migration target, publish metrics.
+"""Ganglia for pft: read the XML of gmond/gmetad, pick a migration target.
 
 Everything here is plain Python so that it can be unit-tested without Ansible.
 
@@ -30,22 +30,20 @@ Ranking
     Acceptable hosts are ordered by load, then by more Xen free memory, then
     by name, so the result is deterministic.
 
-Publishing
-    :func:`gmetric_argv` and :func:`publish_metrics` run ``gmetric`` with an
-    argv list (no shell) and a deadline.
+Publishing (gmetric, the node metrics) is pft_ganglia_publish, which the dom0s carry without this
+reader; :class:`GangliaError`, the metric names and :func:`parse_guest_memory` come from there.
 """
 from __future__ import annotations
 
 import math
 import re
 import socket
-import subprocess
 import time
 from xml.parsers.expat import ExpatError
 
 try:
-    from defusedxml.ElementTree import DefusedXMLParser
     from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import DefusedXMLParser
     HAS_DEFUSEDXML = True
     DEFUSEDXML_IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - exercised only without defusedxml
@@ -54,14 +52,29 @@ except ImportError as exc:  # pragma: no cover - exercised only without defusedx
     HAS_DEFUSEDXML = False
     DEFUSEDXML_IMPORT_ERROR = exc
 
+try:
+    from ansible.module_utils.pft_ganglia_publish import (
+        DEFAULT_FREE_MEMORY_METRIC,
+        DEFAULT_GUEST_MEMORY_METRIC,
+        DEFAULT_GUEST_METRIC,
+        DEFAULT_GUEST_NAMES_METRIC,
+        GangliaError,
+        parse_guest_memory,
+    )
+except ImportError:     # imported by its plain name, beside pft_ganglia_publish.py (bench/)
+    from pft_ganglia_publish import (
+        DEFAULT_FREE_MEMORY_METRIC,
+        DEFAULT_GUEST_MEMORY_METRIC,
+        DEFAULT_GUEST_METRIC,
+        DEFAULT_GUEST_NAMES_METRIC,
+        GangliaError,
+        parse_guest_memory,
+    )
+
 DEFAULT_PORT = 8649
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
-DEFAULT_GUEST_METRIC = "pft_guest_count"
-DEFAULT_GUEST_NAMES_METRIC = "pft_guest_names"
-DEFAULT_GUEST_MEMORY_METRIC = "pft_guest_maxmem_mb"
-DEFAULT_FREE_MEMORY_METRIC = "pft_xen_free_memory_mb"
 DEFAULT_LOAD_METRIC = "load_one"
 DEFAULT_HOST_DOWN_FACTOR = 4.0
 DEFAULT_METRIC_STALE_FACTOR = 2.0
@@ -79,10 +92,6 @@ REASONS = (
     "hosts_guest",          # guest metric > 0
     "insufficient_memory",  # Xen free memory < memory needed
 )
-
-
-class GangliaError(Exception):
-    """Base class: a clear message that names the endpoint or input at fault."""
 
 
 class GangliaUnreachable(GangliaError):
@@ -193,9 +202,9 @@ def fetch_xml(endpoint, timeout=DEFAULT_TIMEOUT, max_bytes=DEFAULT_MAX_BYTES, de
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.timeout:
-        raise GangliaUnreachable("Ganglia endpoint %s: connect timed out after %.1f s" % (endpoint, timeout))
+        raise GangliaUnreachable("Ganglia endpoint %s: connect timed out after %.1f s" % (endpoint, timeout)) from None
     except OSError as exc:
-        raise GangliaUnreachable("Ganglia endpoint %s: cannot connect: %s" % (endpoint, exc.strerror or exc))
+        raise GangliaUnreachable("Ganglia endpoint %s: cannot connect: %s" % (endpoint, exc.strerror or exc)) from exc
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -207,10 +216,10 @@ def fetch_xml(endpoint, timeout=DEFAULT_TIMEOUT, max_bytes=DEFAULT_MAX_BYTES, de
                 chunk = sock.recv(min(1 << 20, max_bytes + 1 - size))
             except socket.timeout:
                 raise GangliaUnreachable("Ganglia endpoint %s: read deadline of %.1f s passed after %d bytes"
-                                         % (endpoint, timeout, size))
+                                         % (endpoint, timeout, size)) from None
             except OSError as exc:
                 raise GangliaUnreachable("Ganglia endpoint %s: read failed after %d bytes: %s"
-                                         % (endpoint, size, exc.strerror or exc))
+                                         % (endpoint, size, exc.strerror or exc)) from exc
             if not chunk:
                 break
             size += len(chunk)
@@ -312,9 +321,9 @@ def parse_xml(data, origin="Ganglia XML", metrics=None):
     try:
         expat.Parse(data, True)
     except DefusedXmlException as exc:
-        raise GangliaXMLError("%s: unsafe XML refused (%s: %s)" % (origin, exc.__class__.__name__, exc))
+        raise GangliaXMLError("%s: unsafe XML refused (%s: %s)" % (origin, exc.__class__.__name__, exc)) from exc
     except ExpatError as exc:
-        raise GangliaXMLError("%s: malformed or truncated XML (%d bytes): %s" % (origin, len(data), exc))
+        raise GangliaXMLError("%s: malformed or truncated XML (%d bytes): %s" % (origin, len(data), exc)) from exc
     snapshot = builder.snapshot
     if builder.root != "GANGLIA_XML":
         raise GangliaXMLError("%s: root element is %r, not GANGLIA_XML" % (origin, builder.root))
@@ -655,165 +664,3 @@ def guest_placement(snapshot, nodes, names_metric=DEFAULT_GUEST_NAMES_METRIC,
         else:
             placement[node] = [{"name": n, "maxmem_mb": memory[n]} for n in sorted(names)]
     return placement, unknown
-
-
-# --------------------------------------------------------------------------
-# Publishing with gmetric
-# --------------------------------------------------------------------------
-GMETRIC_TYPES = ("string", "int8", "uint8", "int16", "uint16", "int32", "uint32", "float", "double")
-GMETRIC_SLOPES = ("zero", "positive", "negative", "both")
-_METRIC_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-_SPOOF_RE = re.compile(r"^[0-9A-Fa-f.:]+:[A-Za-z0-9_.-]+$")
-
-
-def validate_metric(metric):
-    """Check one metric spec ``{name, value, type, units, tmax, dmax, ...}``; return a normalised copy."""
-    spec = dict(metric)
-    name = spec.get("name")
-    if not isinstance(name, str) or not _METRIC_NAME_RE.match(name):
-        raise GangliaError("metric name %r: use 1-128 of A-Z a-z 0-9 _ . -" % (name,))
-    mtype = spec.get("type") or "string"
-    if mtype not in GMETRIC_TYPES:
-        raise GangliaError("metric %s: type %r is not one of %s" % (name, mtype, ", ".join(GMETRIC_TYPES)))
-    value = spec.get("value")
-    if value is None:
-        raise GangliaError("metric %s: value is missing" % name)
-    if isinstance(value, bool):
-        value = int(value)
-    if mtype != "string":
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise GangliaError("metric %s: value %r is not a number but type is %s" % (name, value, mtype))
-        if not math.isfinite(number):
-            raise GangliaError("metric %s: value %r is not finite" % (name, value))
-        if mtype not in ("float", "double"):
-            if number != int(number):
-                raise GangliaError("metric %s: value %r is not an integer but type is %s" % (name, value, mtype))
-            if mtype.startswith("uint") and number < 0:
-                raise GangliaError("metric %s: value %r is negative but type is %s" % (name, value, mtype))
-            value = int(number)
-    value = str(value)
-    if "\n" in value or "\0" in value:
-        raise GangliaError("metric %s: value contains a newline or NUL" % name)
-    slope = spec.get("slope") or "both"
-    if slope not in GMETRIC_SLOPES:
-        raise GangliaError("metric %s: slope %r is not one of %s" % (name, slope, ", ".join(GMETRIC_SLOPES)))
-    for key in ("tmax", "dmax"):
-        if spec.get(key) is not None and (not isinstance(spec[key], int) or spec[key] < 0):
-            raise GangliaError("metric %s: %s must be an integer >= 0, got %r" % (name, key, spec[key]))
-    spoof = spec.get("spoof")
-    if spoof and not _SPOOF_RE.match(spoof):
-        raise GangliaError("metric %s: spoof %r is not IP:hostname" % (name, spoof))
-    spec.update(name=name, type=mtype, value=value, slope=slope)
-    return spec
-
-
-def gmetric_argv(metric, gmetric="gmetric", config=None):
-    """The argv (a list; no shell) that publishes one validated metric."""
-    spec = validate_metric(metric)
-    argv = [gmetric]
-    if config:
-        argv += ["-c", config]
-    argv += ["-n", spec["name"], "-v", spec["value"], "-t", spec["type"], "-u", spec.get("units") or "",
-             "-s", spec["slope"]]
-    if spec.get("tmax") is not None:
-        argv += ["-x", str(spec["tmax"])]
-    if spec.get("dmax") is not None:
-        argv += ["-d", str(spec["dmax"])]
-    for key, flag in (("group", "-g"), ("title", "-T"), ("description", "-D")):
-        if spec.get(key):
-            argv += [flag, str(spec[key])]
-    if spec.get("spoof"):
-        argv += ["-S", spec["spoof"]]
-    return argv
-
-
-_GUEST_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def format_guest_memory(guest_memory):
-    """``{guest: MiB}`` -> ``"guest1=160,guest2=256"`` (sorted by name), the pft_guest_maxmem_mb value."""
-    parts = []
-    for name in sorted(guest_memory):
-        value = guest_memory[name]
-        if not _GUEST_NAME_RE.match(str(name)):
-            raise GangliaError("guest name %r cannot be published (use A-Z a-z 0-9 _ . -)" % (name,))
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise GangliaError("guest %s: memory %r is not a whole number of MiB" % (name, value))
-        parts.append("%s=%d" % (name, value))
-    return ",".join(parts)
-
-
-def parse_guest_memory(text, origin="metric %s" % DEFAULT_GUEST_MEMORY_METRIC):
-    """The inverse of :func:`format_guest_memory`; raises GangliaError naming ``origin`` on bad input."""
-    out = {}
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        if not sep or not _GUEST_NAME_RE.match(name) or not value.isdigit():
-            raise GangliaError("%s: %r is not guest=MiB" % (origin, part))
-        out[name] = int(value)
-    return out
-
-
-def pft_node_metrics(guests=None, xen_free_memory_mb=None, tmax=60, dmax=0,
-                     guest_metric=DEFAULT_GUEST_METRIC, guest_names_metric=DEFAULT_GUEST_NAMES_METRIC,
-                     free_memory_metric=DEFAULT_FREE_MEMORY_METRIC, guest_memory_mb=None,
-                     guest_memory_metric=DEFAULT_GUEST_MEMORY_METRIC):
-    """The standard pft node metrics: guest count, guest names, each guest's maxmem, Xen free memory (MiB)."""
-    metrics = []
-    if guests is not None:
-        names = [str(g) for g in guests]
-        metrics.append({"name": guest_metric, "value": len(names), "type": "uint32", "units": "guests",
-                        "tmax": tmax, "dmax": dmax, "group": "pft", "title": "Guest VMs running"})
-        metrics.append({"name": guest_names_metric, "value": ",".join(names), "type": "string", "units": "",
-                        "tmax": tmax, "dmax": dmax, "group": "pft", "title": "Guest VM names"})
-    if guest_memory_mb is not None:
-        if guests is not None and sorted(guest_memory_mb) != sorted(str(g) for g in guests):
-            raise GangliaError("guest memory is given for %s but the guests are %s"
-                               % (",".join(sorted(guest_memory_mb)) or "none",
-                                  ",".join(sorted(str(g) for g in guests)) or "none"))
-        metrics.append({"name": guest_memory_metric, "value": format_guest_memory(guest_memory_mb),
-                        "type": "string", "units": "MiB", "tmax": tmax, "dmax": dmax, "group": "pft",
-                        "title": "Guest VM maximum memory"})
-    if xen_free_memory_mb is not None:
-        metrics.append({"name": free_memory_metric, "value": int(xen_free_memory_mb), "type": "uint32",
-                        "units": "MiB", "tmax": tmax, "dmax": dmax, "group": "pft",
-                        "title": "Xen free memory (xl info free_memory)"})
-    return metrics
-
-
-def run_argv(argv, timeout):
-    """Run argv with a deadline. Returns (rc, stdout, stderr); raises GangliaError on timeout/missing binary."""
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise GangliaError("%s timed out after %.1f s (argv: %s)" % (argv[0], timeout, " ".join(argv)))
-    except OSError as exc:
-        raise GangliaError("cannot run %s: %s" % (argv[0], exc.strerror or exc))
-    return (proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
-
-
-def publish_metrics(metrics, gmetric="gmetric", config=None, timeout=10.0, runner=run_argv):
-    """Publish each metric with one gmetric call. One overall deadline for all calls.
-
-    Returns a list of ``{name, value, argv, rc}``. Raises GangliaError naming the
-    metric whose gmetric failed or timed out.
-    """
-    argvs = [gmetric_argv(m, gmetric=gmetric, config=config) for m in metrics]  # validate all first
-    deadline = time.monotonic() + timeout
-    published = []
-    for metric, argv in zip(metrics, argvs):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise GangliaError("publishing metric %s: deadline of %.1f s passed" % (metric["name"], timeout))
-        rc, out, err = runner(argv, remaining)
-        if rc != 0:
-            raise GangliaError("gmetric failed for metric %s (rc=%d): %s"
-                               % (metric["name"], rc, (err or out).strip() or "no output"))
-        published.append({"name": metric["name"], "value": argv[argv.index("-v") + 1], "argv": argv, "rc": rc})
-    return published

@@ -19,10 +19,17 @@ from __future__ import annotations
 import os
 import time
 
+from ansible.module_utils.pft_common import CONTROLLER_LEASE_FILE
 from ansible.module_utils.pft_watch import (
-    DEFAULT_LOCK_TIMEOUT, StateDir, WatchError, controller_identity, iso, process_alive)
+    DEFAULT_LOCK_TIMEOUT,
+    StateDir,
+    WatchError,
+    controller_identity,
+    iso,
+    process_alive,
+)
 
-LEASE = "controller-lock.json"
+LEASE = CONTROLLER_LEASE_FILE
 
 
 class LeaseHeld(WatchError):

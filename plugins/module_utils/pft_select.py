@@ -17,16 +17,29 @@ same answer.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 
+from ansible.module_utils.pft_common import state_paths
 from ansible.module_utils.pft_ganglia import (
-    Criteria, DEFAULT_GUEST_MEMORY_METRIC, DEFAULT_GUEST_NAMES_METRIC, GangliaError, guest_placement,
-    rank_targets, read_ganglia)
+    DEFAULT_GUEST_MEMORY_METRIC,
+    DEFAULT_GUEST_NAMES_METRIC,
+    Criteria,
+    GangliaError,
+    guest_placement,
+    rank_targets,
+    read_ganglia,
+)
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore
 from ansible.module_utils.pft_watch import (
-    BY, DEFAULT_LOCK_TIMEOUT, WatchError, audit, owner_for, purpose_for, quarantine)
+    BY,
+    DEFAULT_LOCK_TIMEOUT,
+    WatchError,
+    audit,
+    owner_for,
+    purpose_for,
+    quarantine,
+)
 
 ACTIONS = ("evacuate", "prestage")
 TRANSIENT_RE = re.compile(r".*--(incoming|migratedaway)$")
@@ -73,7 +86,7 @@ def select_work(work, candidates, state_dir, endpoints=None, read=None, placemen
     if by not in BY:
         raise WatchError("by must be one of %s, got %r" % (", ".join(BY), by))
     criteria = criteria or Criteria()
-    reservation_dir = os.path.join(state_dir, "reservations")
+    reservation_dir = state_paths(state_dir)["reservations"]
     result = dict(changed=False, selected=[], sources=[], no_target=[], unlisted={}, placements={},
                   quarantined=[], endpoint=None, endpoint_errors=[])
     if not items_in:
@@ -133,7 +146,7 @@ def select_work(work, candidates, state_dir, endpoints=None, read=None, placemen
                 try:
                     live = store.active()
                 except ReservationError as exc:
-                    raise WatchError("reservation_dir: %s" % exc)
+                    raise WatchError("reservation_dir: %s" % exc) from exc
                 reserved = {h: r.owner for h, r in live.items() if r.owner != item["owner"]}
                 reserved.update({h: o for h, o in booked.items() if o != item["owner"]})
                 rank = rank_targets(snapshot, candidates, source=w["node"], memory_mb=int(mem),
@@ -151,7 +164,7 @@ def select_work(work, candidates, state_dir, endpoints=None, read=None, placemen
                         got = store.reserve(hosts, item["owner"], ttl=ttl, dry_run=dry_run,
                                             purpose=purpose_for(w["action"], by))
                     except ReservationError as exc:
-                        raise WatchError("reservation_dir: %s" % exc)
+                        raise WatchError("reservation_dir: %s" % exc) from exc
                     if got["host"] is None:
                         msg = got.get("reason") or "every acceptable target is reserved"
                     else:

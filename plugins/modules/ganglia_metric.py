@@ -168,9 +168,13 @@ metrics:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.pft_ganglia import (  # noqa: E402
-    GangliaError, gmetric_argv, pft_node_metrics, publish_metrics,
-    run_argv)
+from ansible.module_utils.pft_ganglia_publish import (  # noqa: E402
+    GangliaError,
+    gmetric_argv,
+    pft_node_metrics,
+    publish_metrics,
+    run_argv,
+)
 
 
 def main():
@@ -239,7 +243,8 @@ def main():
     try:
         if module.check_mode:
             argvs = [gmetric_argv(m, gmetric=p["gmetric_path"], config=p["config"]) for m in metrics]
-            out = [{"name": m["name"], "value": a[a.index("-v") + 1], "argv": a} for m, a in zip(metrics, argvs)]
+            out = [{"name": m["name"], "value": a[a.index("-v") + 1], "argv": a}
+                   for m, a in zip(metrics, argvs, strict=True)]
             module.exit_json(changed=False, published=False, metrics=out)
         gmetric = module.get_bin_path(p["gmetric_path"], required=False) or p["gmetric_path"]
         out = publish_metrics(metrics, gmetric=gmetric, config=p["config"], timeout=p["timeout"], runner=run_argv)

@@ -13,12 +13,19 @@ import subprocess
 import time
 
 import pytest
-
 from ansible.module_utils.pft_ganglia import (
-    Criteria, GangliaUnreachable, GangliaXMLError, guest_placement, parse_xml, pft_node_metrics, publish_metrics,
-    rank_targets, read_ganglia)
+    Criteria,
+    GangliaUnreachable,
+    GangliaXMLError,
+    guest_placement,
+    parse_xml,
+    rank_targets,
+    read_ganglia,
+)
+from ansible.module_utils.pft_ganglia_publish import pft_node_metrics, publish_metrics
 from ansible.module_utils.pft_reservation import ReservationStore
 from pft_paths import REPO
+
 from pft_testbed.gmond import Gmond, GmondNamespaceCluster, SimHost
 
 pytestmark = pytest.mark.integration

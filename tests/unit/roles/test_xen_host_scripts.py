@@ -80,7 +80,8 @@ def metrics_script(tmp_path, xl_list_l):
     """The templated pft-xen-metrics with a stand-in xl (list -l prints xl_list_l) and a logging gmetric."""
     lib = tmp_path / "lib"
     lib.mkdir()
-    os.symlink(os.path.join(REPO, "plugins", "module_utils", "pft_ganglia.py"), lib / "pft_ganglia.py")
+    for name in ("pft_ganglia_publish.py", "pft_common.py"):   # what the role installs on a dom0
+        os.symlink(os.path.join(REPO, "plugins", "module_utils", name), lib / name)
     log = tmp_path / "gmetric.log"
     bindir = tmp_path / "bin"
     bindir.mkdir()
