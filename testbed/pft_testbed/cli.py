@@ -40,6 +40,12 @@ def _float(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def _trip(text):
+    if text == "unr":
+        return text
+    return _float(text)
+
+
 def build_parser():
     ap = argparse.ArgumentParser(
         prog="testbed", description="pft's virtual cluster: QEMU/TCG nodes with ipmi_sim BMCs on a private network.")
@@ -67,6 +73,21 @@ def build_parser():
     h.add_argument("node")
     h.add_argument("sensor")
     h.add_argument("value", type=_float)
+    r = sub.add_parser("ramp", help="ramp a BMC sensor at RATE units/s; with --trip, power the node off hard when "
+                                    "the reading reaches it (a thermal trip), e.g. ramp compute1 'CPU1 Temp' "
+                                    "--rate 0.5 --from 60 --trip unr")
+    r.add_argument("node")
+    r.add_argument("sensor")
+    r.add_argument("--rate", type=_float, required=True, help="units per second (negative: falling)")
+    r.add_argument("--from", dest="start", type=_float, default=None, help="first reading (default: nominal)")
+    r.add_argument("--to", type=_float, default=None, help="stop the ramp there (without --trip)")
+    r.add_argument("--noise", type=_float, default=0.0, help="Gaussian noise, standard deviation in units")
+    r.add_argument("--trip", type=_trip, default=None,
+                   help="power the node off when the reading reaches this value; unr: the sensor's own "
+                        "non-recoverable threshold")
+    r.add_argument("--seed", type=int, default=None, help="noise seed (repeatable runs)")
+    r.add_argument("--period", type=_float, default=0.25, help="seconds between readings (default 0.25)")
+    r.add_argument("--json", action="store_true", help="print the ramp's record (readings, trip time) as JSON")
     co = sub.add_parser("cool", help="every sensor of the node's BMC back to nominal (and the BMC reachable)")
     co.add_argument("node")
     bf = sub.add_parser("bmc-fail", help="make the node's BMC unreachable")
@@ -133,6 +154,24 @@ def run(args):
     elif cmd == "heat":
         value = tb.heat(args.node, args.sensor, args.value)
         print(f"{args.node}: {args.sensor} = {value}")
+    elif cmd == "ramp":
+        from pft_testbed.ramp import node_ramp
+        ramp = node_ramp(tb, args.node, args.sensor, args.rate, start=args.start, to=args.to, noise=args.noise,
+                         trip=args.trip, seed=args.seed, period=args.period)
+        print(f"{args.node}: ramping {args.sensor} from {ramp.start} at {args.rate}/s"
+              + (f", trip at {ramp.trip}" if ramp.trip is not None else ""), file=sys.stderr, flush=True)
+        try:
+            rec = ramp.run()
+        except KeyboardInterrupt:
+            ramp.stop()
+            rec = ramp.record or {"why": "interrupted"}
+        if args.json:
+            print(json.dumps(rec, indent=2))
+        elif rec.get("tripped_at") is not None:
+            print(f"{args.node}: tripped at {rec['tripped_at']:.3f} (reading {rec['trip_value']}, "
+                  f"{rec['tripped_at'] - rec['started_at']:.1f} s after the start): powered off")
+        else:
+            print(f"{args.node}: {args.sensor} = {rec.get('last_value')} ({rec.get('why')})")
     elif cmd == "cool":
         tb.cool(args.node)
         print(f"{args.node}: sensors back to nominal")
