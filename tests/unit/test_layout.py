@@ -1,6 +1,7 @@
 # Copyright: pft contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The repository layout contract of DEVELOPERS.md."""
+"""The repository layout the design fixes (README.md, "Repository layout"): the top-level directories, and
+library/ holding only relative symlinks to plugins/modules/*.py."""
 import os
 
 from pft_paths import REPO

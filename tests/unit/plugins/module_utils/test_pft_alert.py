@@ -3,7 +3,7 @@
 """Unit tests of pft_alert: formatting, validation, redaction, the dispatcher, and syslog on a real
 unix socket. Delivery to real SMTP and HTTP servers is in tests/integration/test_pft_alert_delivery.py.
 
-No timed assertions here (DEVELOPERS.md); the deadlines are checked in the integration tests.
+No timed assertions here (timing belongs to bench/); the deadlines are checked in the integration tests.
 """
 import json
 import os
