@@ -13,14 +13,27 @@ import subprocess
 import threading
 
 import jinja2
-
 import pytest
-
 from ansible.module_utils.pft_xen import (
-    process_start_wall,
-    ConvergenceGuard, Migration, MigrationLog, XenError, check_host, check_name, check_target, domain_info, find_domain,
-    host_facts, locate, migrate, nfs_server, parse_probe, parse_xl_info, parse_xl_list, parse_xl_list_long,
-    parse_xl_uptime, probe_argv, running_once, state_word)
+    XenError,
+    check_host,
+    check_name,
+    check_target,
+    domain_info,
+    find_domain,
+    host_facts,
+    parse_probe,
+    parse_xl_info,
+    parse_xl_list,
+    parse_xl_list_long,
+    parse_xl_uptime,
+    probe_argv,
+    running_once,
+    state_word,
+)
+from ansible.module_utils.pft_xen_migrate import ConvergenceGuard, Migration, locate, migrate, process_start_wall
+from ansible.module_utils.pft_xen_migration_log import MigrationLog
+from ansible.module_utils.pft_xen_prestage import nfs_server
 from pft_paths import REPO
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "xen")
@@ -30,8 +43,10 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", 
 def _migration_lock_dir(tmp_path, monkeypatch):
     """migrate() takes the guest's migration lock and domain_info() lists the held ones: here under
     tmp_path, never in this machine's /run/pft/migrate."""
-    import ansible.module_utils.pft_xen as pft_xen
-    monkeypatch.setattr(pft_xen, "LOCK_DIR", str(tmp_path / "run-pft-migrate"))
+    import ansible.module_utils.pft_xen_lock as pft_xen_lock
+    import ansible.module_utils.pft_xen_migrate as pft_xen_migrate
+    monkeypatch.setattr(pft_xen_lock, "LOCK_DIR", str(tmp_path / "run-pft-migrate"))
+    monkeypatch.setattr(pft_xen_migrate, "LOCK_DIR", str(tmp_path / "run-pft-migrate"))
 
 
 def fixture(name):
@@ -486,7 +501,7 @@ def test_migration_log_stop_and_copy_recorded():
 
 
 def test_prestage_checks_from_recorded_outputs(tmp_path):
-    from ansible.module_utils.pft_xen import prestage
+    from ansible.module_utils.pft_xen_prestage import prestage
     xl = recorded_xl()
     xl.answers[("ssh",)] = (0, fixture("pft-probe.txt").replace("Domain-0", "Domain-0", 1), "")
     res = prestage("pfte2e", "compute2", runner=xl)
@@ -505,7 +520,7 @@ def test_prestage_checks_from_recorded_outputs(tmp_path):
 def test_prestage_balloon_step_keeps_the_balloons_own_time():
     # On the testbed: "dict() got multiple values for keyword argument 'seconds'" (the balloon's
     # result has its own seconds). Here the guest never shrinks, so the balloon is cancelled.
-    from ansible.module_utils.pft_xen import prestage
+    from ansible.module_utils.pft_xen_prestage import prestage
     xl = recorded_xl()
     xl.answers[("ssh",)] = (0, fixture("pft-probe.txt"), "")
     xl.answers[("/usr/sbin/xl", "mem-set")] = (0, "", "")
@@ -520,7 +535,7 @@ def test_prestage_balloon_step_keeps_the_balloons_own_time():
 # (the demo's first evacuation on the testbed: the guest had moved, then the module failed with
 # "No such file or directory: '/var/log/pft/migrations.jsonl'" and the watch recorded a failure)
 def test_write_log_makes_its_directory(tmp_path):
-    from ansible.module_utils.pft_xen import write_log
+    from ansible.module_utils.pft_xen_migrate import write_log
     path = tmp_path / "log" / "pft" / "migrations.jsonl"
     assert write_log(str(path), [{"kind": "summary", "guest": "guest1"}]) is None
     assert write_log(str(path), [{"kind": "summary", "guest": "guest2"}]) is None
@@ -529,7 +544,7 @@ def test_write_log_makes_its_directory(tmp_path):
 
 
 def test_write_log_reports_instead_of_raising(tmp_path):
-    from ansible.module_utils.pft_xen import write_log
+    from ansible.module_utils.pft_xen_migrate import write_log
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     err = write_log(str(blocker / "migrations.jsonl"), [{"kind": "summary"}])

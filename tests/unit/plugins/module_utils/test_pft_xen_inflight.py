@@ -15,12 +15,22 @@ import signal
 import subprocess
 import time
 
+import ansible.module_utils.pft_xen_lock as pft_xen_lock
+import ansible.module_utils.pft_xen_migrate as pft_xen_migrate
 import pytest
-
-import ansible.module_utils.pft_xen as pft_xen
-from ansible.module_utils.pft_xen import (
-    Migration, MigrationLog, MigrationRunning, acquire_migration_lock, domain_info, lock_holder, lock_is_held,
-    locked_guests, migrate, migration_lock_path, migrations_here, xl_migrate_args)
+from ansible.module_utils.pft_xen import XenError, domain_info
+from ansible.module_utils.pft_xen_lock import (
+    MigrationRunning,
+    acquire_migration_lock,
+    lock_holder,
+    lock_is_held,
+    locked_guests,
+    migration_lock_path,
+    migrations_here,
+    xl_migrate_args,
+)
+from ansible.module_utils.pft_xen_migrate import Migration, migrate
+from ansible.module_utils.pft_xen_migration_log import MigrationLog
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "xen")
 
@@ -186,7 +196,7 @@ def test_in_flight_is_reported_even_when_the_look_after_fails(tmp_path, lock_dir
 
 def test_an_abort_that_does_not_end_xl_is_left_running_and_reported_in_flight(tmp_path, lock_dir, monkeypatch):
     # before the point of no return: the deadline aborts (no save helper to signal here); xl hangs on
-    monkeypatch.setattr(pft_xen, "ABORT_WAIT_MIN_S", 0.5)
+    monkeypatch.setattr(pft_xen_migrate, "ABORT_WAIT_MIN_S", 0.5)
     xl = fake_xl(tmp_path, recorded_until("Saving domain"), "exec sleep 60")
     failed, msg, res = migrate("g", "t", runner=Looks(xl, [HEAD + DOM0 + G], [HEAD + DOM0]), xl=xl, shim=None,
                                source_host="s", deadline=0.3, handover_timeout=0.5, stall_timeout=30,
@@ -250,9 +260,9 @@ def test_a_second_migration_is_refused_while_the_lock_is_held(lock_dir, holder):
 
 
 def test_the_lock_is_named_by_a_valid_guest_name_only(lock_dir):
-    with pytest.raises(pft_xen.XenError, match="not a valid domain name"):
+    with pytest.raises(XenError, match="not a valid domain name"):
         migration_lock_path("../etc/x", lock_dir)
-    with pytest.raises(pft_xen.XenError, match="not a valid domain name"):
+    with pytest.raises(XenError, match="not a valid domain name"):
         acquire_migration_lock("Domain-0", lock_dir)
 
 
@@ -282,7 +292,7 @@ def test_a_running_xl_migrate_without_lock_is_listed_from_the_process_list(tmp_p
     xl.chmod(0o755)
     proc = subprocess.Popen([str(xl), "-v", "migrate", "gproc", "compute9"])
     try:
-        assert wait_for(lambda: any(g == "gproc" for _, g, _ in pft_xen.xl_migrate_processes()))
+        assert wait_for(lambda: any(g == "gproc" for _, g, _ in pft_xen_lock.xl_migrate_processes()))
         res = domain_info(runner=_recorded_xl(), lock_dir=lock_dir)
         assert "gproc" in res["migrating"]
         m = [m for m in res["migrations"] if m["guest"] == "gproc"][0]
