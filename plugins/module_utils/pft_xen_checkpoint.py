@@ -179,6 +179,55 @@ def _copy_hashing(src, dst):
     return n, h.hexdigest()
 
 
+def _read_header(stream):
+    """The header of a delta stream: (blocksize, base: None or (size, sha256), created)."""
+    if stream.read(len(CKPT_MAGIC)) != CKPT_MAGIC:
+        raise XenError("not a pft checkpoint stream (bad magic)")
+    words = _read_line(stream).split()
+    if len(words) != 2 or words[0] != "blocksize" or not words[1].isdigit():
+        raise XenError("bad blocksize line %r" % " ".join(words))
+    blocksize = check_blocksize(int(words[1]))
+    words = _read_line(stream).split()
+    if words == ["base", "none"]:
+        base = None
+    elif len(words) == 3 and words[0] == "base" and words[1].isdigit() and _HEX64.match(words[2]):
+        base = (int(words[1]), words[2])
+    else:
+        raise XenError("bad base line %r" % " ".join(words))
+    words = _read_line(stream).split()
+    try:
+        if len(words) != 2 or words[0] != "created":
+            raise ValueError
+        created = float(words[1])
+    except ValueError:
+        raise XenError("bad created line %r" % " ".join(words)) from None
+    return blocksize, base, created
+
+
+def _apply_records(stream, out, blocksize):
+    """Write the D records of a delta stream into out, up to its E record: (records, bytes, size, sha256)."""
+    received = nbytes = 0
+    while True:
+        words = _read_line(stream).split()
+        if len(words) == 3 and words[0] == "D" and words[1].isdigit() and words[2].isdigit():
+            offset, length = int(words[1]), int(words[2])
+            if not 0 < length <= blocksize or offset + length > CKPT_MAX_SIZE:
+                raise XenError("bad record D %d %d (block size %d)" % (offset, length, blocksize))
+            data = stream.read(length)
+            if len(data) != length:
+                raise XenError("checkpoint stream truncated in the record at offset %d" % offset)
+            out.seek(offset)
+            out.write(data)
+            received += 1
+            nbytes += length
+        elif len(words) == 3 and words[0] == "E" and words[1].isdigit() and _HEX64.match(words[2]):
+            size, want = int(words[1]), words[2]
+            break
+        else:
+            raise XenError("bad record %r" % " ".join(words)[:80])
+    return received, nbytes, size, want
+
+
 def ckpt_apply(stream, guest, directory=CKPT_DIR):
     """Apply a delta stream (binary file) to a copy of guest's image in directory; verify, fsync, rename.
     On any error the old image is left as it was and XenError says why. Returns dict(path, size, sha256,
@@ -192,26 +241,7 @@ def ckpt_apply(stream, guest, directory=CKPT_DIR):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise XenError("another checkpoint of %s is being written on this host" % guest) from None
-        if stream.read(len(CKPT_MAGIC)) != CKPT_MAGIC:
-            raise XenError("not a pft checkpoint stream (bad magic)")
-        words = _read_line(stream).split()
-        if len(words) != 2 or words[0] != "blocksize" or not words[1].isdigit():
-            raise XenError("bad blocksize line %r" % " ".join(words))
-        blocksize = check_blocksize(int(words[1]))
-        words = _read_line(stream).split()
-        if words == ["base", "none"]:
-            base = None
-        elif len(words) == 3 and words[0] == "base" and words[1].isdigit() and _HEX64.match(words[2]):
-            base = (int(words[1]), words[2])
-        else:
-            raise XenError("bad base line %r" % " ".join(words))
-        words = _read_line(stream).split()
-        try:
-            if len(words) != 2 or words[0] != "created":
-                raise ValueError
-            created = float(words[1])
-        except ValueError:
-            raise XenError("bad created line %r" % " ".join(words)) from None
+        blocksize, base, created = _read_header(stream)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "r+b") as out:
             if base is not None:
@@ -224,25 +254,7 @@ def ckpt_apply(stream, guest, directory=CKPT_DIR):
                     raise XenError("the image on this host is not the one the sums were taken from (it is %s, "
                                    "the stream expects %d bytes sha256 %s): run the checkpoint again"
                                    % ("missing" if n is None else "%d bytes sha256 %s" % (n, sha), base[0], base[1]))
-            received = nbytes = 0
-            while True:
-                words = _read_line(stream).split()
-                if len(words) == 3 and words[0] == "D" and words[1].isdigit() and words[2].isdigit():
-                    offset, length = int(words[1]), int(words[2])
-                    if not 0 < length <= blocksize or offset + length > CKPT_MAX_SIZE:
-                        raise XenError("bad record D %d %d (block size %d)" % (offset, length, blocksize))
-                    data = stream.read(length)
-                    if len(data) != length:
-                        raise XenError("checkpoint stream truncated in the record at offset %d" % offset)
-                    out.seek(offset)
-                    out.write(data)
-                    received += 1
-                    nbytes += length
-                elif len(words) == 3 and words[0] == "E" and words[1].isdigit() and _HEX64.match(words[2]):
-                    size, want = int(words[1]), words[2]
-                    break
-                else:
-                    raise XenError("bad record %r" % " ".join(words)[:80])
+            received, nbytes, size, want = _apply_records(stream, out, blocksize)
             if stream.read(1):
                 raise XenError("data after the end record")
             out.truncate(size)

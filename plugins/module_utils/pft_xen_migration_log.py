@@ -60,41 +60,7 @@ class MigrationLog(object):
         ev = []
         m = PROGRESS_RE.search(line)
         if m:
-            what, done, total = m.group("what"), int(m.group("done")), int(m.group("total"))
-            r = ROUND_RE.match(what)
-            if r or what == "Frames":
-                self.progress_seen = True
-                label = int(r.group("iter")) if r else 0
-                final = self.phase == "final"
-                cur = self.rounds[-1] if self.rounds else None
-                if cur is None or cur.label != label or cur.final != final or cur.pages != total:
-                    if cur is not None and cur.t_end is None:
-                        cur.t_end = t
-                        ev.append(("round_end", cur))
-                    start = t if done > 0 or not self.rounds and self.phase == "connect" else t
-                    if done > 0:                      # the 0/N line was throttled away
-                        start = self.last_marker_t if (label == 0 or final) else (cur.t_end if cur else t)
-                    cur = Round(label, final, total, start, t)
-                    self.rounds.append(cur)
-                    if self.phase == "connect":
-                        self.phase = "live"
-                    ev.append(("round_start", cur))
-                cur.done = max(cur.done, done)
-                if done >= total and cur.t_end is None:
-                    cur.t_end = t
-                    ev.append(("round_end", cur))
-                return ev
-            if what == "Domain now suspended":
-                self._close_round(t, ev)
-                self._mark("suspended", t)
-                self.phase = "final"
-                ev.append(("suspended",))
-                return ev
-            if what in ("End of stream", "Complete"):
-                self._close_round(t, ev)
-                self._mark(what.lower().replace(" ", "_"), t)
-                return ev
-            return ev
+            return self._feed_progress(t, m)
         if "Saving domain" in line:
             self._mark("saving", t)
             if self.phase == "connect":
@@ -114,33 +80,11 @@ class MigrationLog(object):
             return ev
         s = SENDER_RE.search(line)
         if s:
-            text = s.group("text")
-            if text.startswith("Target has acknowledged transfer"):
-                self._close_round(t, ev)
-                self._mark("acknowledged", t)
-                self.phase = "handover"
-            elif text.startswith("Giving target permission to start"):
-                self._mark("no_return", t)
-                self.phase = "handover"
-                ev.append(("no_return",))
-            elif text.startswith("Target reports successful startup"):
-                self._mark("target_started_ack", t)
-            elif "failed" in text or "failure" in text or "Trying to resume" in text:
-                self.errors.append(line.strip())
-            else:
-                self.other.append(line.strip())
+            self._feed_sender(t, s.group("text"), line, ev)
             return ev
         tm = TARGET_RE.search(line)
         if tm:
-            text = tm.group("text")
-            if text.startswith("Transfer complete"):
-                self._mark("target_transfer_complete", t)
-            elif text.startswith("Got permission"):
-                self._mark("target_permission", t)
-            elif text.startswith("Domain started"):
-                self._mark("target_started", t)
-            elif "fail" in text.lower():
-                self.errors.append(line.strip())
+            self._feed_target(t, tm.group("text"), line)
             return ev
         f = FINAL_RE.search(line)
         if f:
@@ -156,6 +100,73 @@ class MigrationLog(object):
         if line.strip():
             self.other.append(line.strip())
         return ev
+
+    def _feed_progress(self, t, m):
+        """A libxc progress line (its PROGRESS_RE match): a round's pages, or a save marker."""
+        ev = []
+        what, done, total = m.group("what"), int(m.group("done")), int(m.group("total"))
+        r = ROUND_RE.match(what)
+        if r or what == "Frames":
+            self.progress_seen = True
+            label = int(r.group("iter")) if r else 0
+            final = self.phase == "final"
+            cur = self.rounds[-1] if self.rounds else None
+            if cur is None or cur.label != label or cur.final != final or cur.pages != total:
+                if cur is not None and cur.t_end is None:
+                    cur.t_end = t
+                    ev.append(("round_end", cur))
+                start = t if done > 0 or not self.rounds and self.phase == "connect" else t
+                if done > 0:                      # the 0/N line was throttled away
+                    start = self.last_marker_t if (label == 0 or final) else (cur.t_end if cur else t)
+                cur = Round(label, final, total, start, t)
+                self.rounds.append(cur)
+                if self.phase == "connect":
+                    self.phase = "live"
+                ev.append(("round_start", cur))
+            cur.done = max(cur.done, done)
+            if done >= total and cur.t_end is None:
+                cur.t_end = t
+                ev.append(("round_end", cur))
+            return ev
+        if what == "Domain now suspended":
+            self._close_round(t, ev)
+            self._mark("suspended", t)
+            self.phase = "final"
+            ev.append(("suspended",))
+            return ev
+        if what in ("End of stream", "Complete"):
+            self._close_round(t, ev)
+            self._mark(what.lower().replace(" ", "_"), t)
+            return ev
+        return ev
+
+    def _feed_sender(self, t, text, line, ev):
+        """A "migration sender:" line of xl (its text after the prefix)."""
+        if text.startswith("Target has acknowledged transfer"):
+            self._close_round(t, ev)
+            self._mark("acknowledged", t)
+            self.phase = "handover"
+        elif text.startswith("Giving target permission to start"):
+            self._mark("no_return", t)
+            self.phase = "handover"
+            ev.append(("no_return",))
+        elif text.startswith("Target reports successful startup"):
+            self._mark("target_started_ack", t)
+        elif "failed" in text or "failure" in text or "Trying to resume" in text:
+            self.errors.append(line.strip())
+        else:
+            self.other.append(line.strip())
+
+    def _feed_target(self, t, text, line):
+        """A "migration target:" line (the receiver's, through ssh; its text after the prefix)."""
+        if text.startswith("Transfer complete"):
+            self._mark("target_transfer_complete", t)
+        elif text.startswith("Got permission"):
+            self._mark("target_permission", t)
+        elif text.startswith("Domain started"):
+            self._mark("target_started", t)
+        elif "fail" in text.lower():
+            self.errors.append(line.strip())
 
     def _mark(self, key, t):
         self.markers.setdefault(key, t)
