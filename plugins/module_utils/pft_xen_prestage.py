@@ -97,6 +97,60 @@ def balloon(guest, target_mb, timeout=60.0, tolerance_mb=4, runner=None, xl=XL, 
                 cancelled=True)
 
 
+def _memory_check(mem, free, guest_mb, margin_mb, balloon_to_mb, balloon_floor_mb):
+    """Fill in the memory check: the guest fits in the target's free memory now, or after ballooning within limits."""
+    mem["ok"] = free >= guest_mb + margin_mb
+    mem["detail"] = "target has %d MiB free, guest has %d MiB + %d MiB margin" % (free, guest_mb, margin_mb)
+    if not mem["ok"] and balloon_to_mb:
+        floor_ok = max(balloon_to_mb, balloon_floor_mb) + margin_mb <= free
+        mem["ok"] = floor_ok
+        mem["detail"] += "; after ballooning to %d MiB: %s" % (max(balloon_to_mb, balloon_floor_mb),
+                                                                "fits" if floor_ok else "still does not fit")
+
+
+def _file_checks(files, theirs_by_path):
+    """Checks that the target has the same files as here (their sha256 from its probe)."""
+    checks = []
+    for path in files:
+        try:
+            mine = sha256_file(path)
+        except OSError as exc:
+            checks.append(dict(name="file", path=path, ok=False, detail="cannot read here: %s" % exc))
+            continue
+        theirs = theirs_by_path.get(path)
+        checks.append(dict(name="file", path=path, ok=theirs == mine,
+                           detail="identical (sha256 %s)" % mine[:16] if theirs == mine else
+                           ("missing on target" if theirs is None else "differs: here %s, target %s"
+                            % (mine[:16], theirs[:16]))))
+    return checks
+
+
+def _checkpoint_check(guest, target, tgt_rows, checks, steps, result, block, timeout, check_mode, runner, xl,
+                      local_dir, clock):
+    """Refresh the guest's checkpoint image on the target (pft_xen_checkpoint) and add its check."""
+    if tgt_rows:
+        checks.append(dict(name="checkpoint", ok=False, detail="not taken: %s already has %s"
+                           % (target, rows_str(tgt_rows))))
+        return
+    try:
+        ck_steps, ck = checkpoint(guest, target, blocksize=block, timeout=timeout, check_mode=check_mode,
+                                  runner=runner, xl=xl, local_dir=local_dir, clock=clock)
+    except XenError as exc:
+        checks.append(dict(name="checkpoint", ok=False, detail=str(exc)))
+        return
+    steps.extend(ck_steps)
+    result["checkpoint"] = ck
+    result["changed"] = True
+    if check_mode:
+        checks.append(dict(name="checkpoint", ok=True, detail=ck["would"]))
+        return
+    alive = ck["guest_state"] in ("running", "blocked", "idle")
+    checks.append(dict(name="checkpoint", ok=alive, detail=(
+        "%s:%s, %.1f MiB image, %d of %d blocks sent (%.1f MiB); guest paused %.1f s for the save; "
+        "guest is %s" % (target, ck["path"], ck["image_mib"], ck["blocks_sent"], ck["blocks_total"],
+                         ck["mib_sent"], ck["pause_s"], ck["guest_state"]))))
+
+
 def prestage(guest, target, config=None, nfs=None, balloon_to_mb=None, balloon_floor_mb=64, balloon_timeout=60.0,
              margin_mb=16, check_mode=False, timeout=120.0, runner=None, xl=XL, clock=time.monotonic,
              checkpoint_image=False, checkpoint_block=CKPT_BLOCK, checkpoint_timeout=600.0, checkpoint_dir=CKPT_DIR):
@@ -136,28 +190,9 @@ def prestage(guest, target, config=None, nfs=None, balloon_to_mb=None, balloon_f
     checks.append(dict(name="not_on_target", ok=not tgt_rows,
                        detail="target runs %s" % rows_str(tgt_rows) if tgt_rows else "guest not on target"))
     checks += check_target(probe, 0, 0, source_toolstack=info["host"]["toolstack_version"])
-    # memory: now, or after ballooning within limits
-    free = probe["host"]["free_memory_mb"] or 0
-    need = dom["memory_mb"] + margin_mb
-    mem = [c for c in checks if c["name"] == "memory"][0]
-    mem["ok"] = free >= need
-    mem["detail"] = "target has %d MiB free, guest has %d MiB + %d MiB margin" % (free, dom["memory_mb"], margin_mb)
-    if not mem["ok"] and balloon_to_mb:
-        floor_ok = max(balloon_to_mb, balloon_floor_mb) + margin_mb <= free
-        mem["ok"] = floor_ok
-        mem["detail"] += "; after ballooning to %d MiB: %s" % (max(balloon_to_mb, balloon_floor_mb),
-                                                                "fits" if floor_ok else "still does not fit")
-    for path in files:
-        try:
-            mine = sha256_file(path)
-        except OSError as exc:
-            checks.append(dict(name="file", path=path, ok=False, detail="cannot read here: %s" % exc))
-            continue
-        theirs = probe["files"].get(path)
-        checks.append(dict(name="file", path=path, ok=theirs == mine,
-                           detail="identical (sha256 %s)" % mine[:16] if theirs == mine else
-                           ("missing on target" if theirs is None else "differs: here %s, target %s"
-                            % (mine[:16], theirs[:16]))))
+    _memory_check([c for c in checks if c["name"] == "memory"][0], probe["host"]["free_memory_mb"] or 0,
+                  dom["memory_mb"], margin_mb, balloon_to_mb, balloon_floor_mb)
+    checks += _file_checks(files, probe["files"])
     if server:
         ok = probe["tcp"].get("%s:2049" % server, False)
         checks.append(dict(name="nfs_root", ok=ok, detail="NFS server %s:2049 %s from %s"
@@ -184,27 +219,7 @@ def prestage(guest, target, config=None, nfs=None, balloon_to_mb=None, balloon_f
                 % (to_mb, balloon_timeout, b["reached_mb"], b["from_mb"]))))
             result["ready"] = all(c["ok"] for c in checks)
     if checkpoint_image:
-        if tgt_rows:
-            checks.append(dict(name="checkpoint", ok=False, detail="not taken: %s already has %s"
-                               % (target, rows_str(tgt_rows))))
-        else:
-            try:
-                ck_steps, ck = checkpoint(guest, target, blocksize=checkpoint_block, timeout=checkpoint_timeout,
-                                          check_mode=check_mode, runner=runner, xl=xl, local_dir=checkpoint_dir,
-                                          clock=clock)
-            except XenError as exc:
-                checks.append(dict(name="checkpoint", ok=False, detail=str(exc)))
-            else:
-                steps.extend(ck_steps)
-                result["checkpoint"] = ck
-                result["changed"] = True
-                if check_mode:
-                    checks.append(dict(name="checkpoint", ok=True, detail=ck["would"]))
-                else:
-                    alive = ck["guest_state"] in ("running", "blocked", "idle")
-                    checks.append(dict(name="checkpoint", ok=alive, detail=(
-                        "%s:%s, %.1f MiB image, %d of %d blocks sent (%.1f MiB); guest paused %.1f s for the save; "
-                        "guest is %s" % (target, ck["path"], ck["image_mib"], ck["blocks_sent"], ck["blocks_total"],
-                                         ck["mib_sent"], ck["pause_s"], ck["guest_state"]))))
+        _checkpoint_check(guest, target, tgt_rows, checks, steps, result, checkpoint_block, checkpoint_timeout,
+                          check_mode, runner, xl, checkpoint_dir, clock)
         result["ready"] = all(c["ok"] for c in checks)
     return result
