@@ -257,21 +257,12 @@ class Migration(object):
         self.wall_t0 = time.time()
         self.log = MigrationLog(t0)
         self.abort_t = None
-        # The migration lock goes to xl (pass_fds): held while xl or a child of it runs. Its own
-        # session: a hang-up or ^C of the module's terminal must not reach a migration under way.
-        try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, env=env, close_fds=True, start_new_session=True,
-                                         pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
-        except OSError as exc:
-            raise XenError("cannot run %s: %s" % (argv[0], exc)) from exc
-        if self.lock_fd is not None:
-            write_lock_owner(self.lock_fd, self.proc.pid, "xl migrate %s %s" % (self.guest, self.target))
+        self._spawn(argv, env)
         fd = self.proc.stdout.fileno()
         buf = b""
         last_activity = t0
         last_bytes = None
-        killed_ssh = False
+        self._killed_ssh = False
         xl_exit_t = None
         eof = False
         while True:
@@ -315,29 +306,7 @@ class Migration(object):
                         last_activity = now
                     last_bytes = b
                     self.bytes_sent = b
-            # deadline / stall: only before the point of no return
-            if "no_return" not in self.log.markers and not self.aborted:
-                if now - t0 > self.deadline:
-                    self.abort(now, "deadline of %.0f s reached before the handover" % self.deadline)
-                elif now - last_activity > self.stall_timeout:
-                    self.abort(now, "no progress for %.0f s (target unreachable?)" % self.stall_timeout)
-            # an abort whose helper is gone but xl still waits on a dead ssh: end the transport
-            if self.aborted and not killed_ssh and now - self.abort_t > 20:
-                ssh = find_child(self.proc.pid, "ssh") or (
-                    self.ssh_pid if self.ssh_pid and comm(self.ssh_pid) == "ssh" else None)
-                helper = find_child(self.proc.pid, "libxl-save-help")
-                if ssh and not helper:
-                    try:
-                        os.kill(ssh, signal.SIGTERM)
-                        self._event(now, "transport_closed", ssh_pid=ssh)
-                    except OSError:
-                        pass
-                    killed_ssh = True
-            # paused too long without the expected round: let the guest answer a suspend request
-            # (xl prints a line every 1024 pages while a round runs; silence means libxl waits for the
-            # guest to answer its suspend request, which a paused PV guest cannot do)
-            if self.paused_by_us and self.pause_t is not None and now - last_activity > self.max_pause_s:
-                self.unpause(now, "paused, and no output for %.0f s" % self.max_pause_s)
+            self._bounds(now, t0, last_activity)
             # past the point of no return (or after an abort that did not end xl): a bound, but xl is
             # left running, never killed (see HANDOVER_TIMEOUT_S)
             why = self._give_up(now, t0)
@@ -345,6 +314,53 @@ class Migration(object):
                 self.left_running = why
                 self._event(now, "stopped_waiting", why=why, xl_pid=self.proc.pid)
                 break
+        return self._finish(buf, t0)
+
+    pause_t = None
+    max_pause_s = 20.0
+
+    def _spawn(self, argv, env):
+        """Start xl, in its own session (a hang-up or ^C of the module's terminal must not reach a migration
+        under way), with the migration lock (pass_fds): held while xl or a child of it runs."""
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, env=env, close_fds=True, start_new_session=True,
+                                         pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
+        except OSError as exc:
+            raise XenError("cannot run %s: %s" % (argv[0], exc)) from exc
+        if self.lock_fd is not None:
+            write_lock_owner(self.lock_fd, self.proc.pid, "xl migrate %s %s" % (self.guest, self.target))
+
+    def _bounds(self, now, t0, last_activity):
+        """The watchdogs of the read loop: deadline and stall (before the point of no return), a transport
+        left after an abort, a pause that lasts too long."""
+        # deadline / stall: only before the point of no return
+        if "no_return" not in self.log.markers and not self.aborted:
+            if now - t0 > self.deadline:
+                self.abort(now, "deadline of %.0f s reached before the handover" % self.deadline)
+            elif now - last_activity > self.stall_timeout:
+                self.abort(now, "no progress for %.0f s (target unreachable?)" % self.stall_timeout)
+        # an abort whose helper is gone but xl still waits on a dead ssh: end the transport
+        if self.aborted and not self._killed_ssh and now - self.abort_t > 20:
+            ssh = find_child(self.proc.pid, "ssh") or (
+                self.ssh_pid if self.ssh_pid and comm(self.ssh_pid) == "ssh" else None)
+            helper = find_child(self.proc.pid, "libxl-save-help")
+            if ssh and not helper:
+                try:
+                    os.kill(ssh, signal.SIGTERM)
+                    self._event(now, "transport_closed", ssh_pid=ssh)
+                except OSError:
+                    pass
+                self._killed_ssh = True
+        # paused too long without the expected round: let the guest answer a suspend request
+        # (xl prints a line every 1024 pages while a round runs; silence means libxl waits for the
+        # guest to answer its suspend request, which a paused PV guest cannot do)
+        if self.paused_by_us and self.pause_t is not None and now - last_activity > self.max_pause_s:
+            self.unpause(now, "paused, and no output for %.0f s" % self.max_pause_s)
+
+    def _finish(self, buf, t0):
+        """After the read loop: the last partial line, xl reaped (or drained, when left running), the guest
+        unpaused. Returns xl's exit status, or None when it was left running."""
         if buf:
             line = buf.decode("utf-8", "replace")
             self.lines.append((round(self.clock() - t0, 3), line))
@@ -367,9 +383,6 @@ class Migration(object):
         self.rc = rc
         self.t_end = t_end
         return rc
-
-    pause_t = None
-    max_pause_s = 20.0
 
     def handover_limit(self, t0):
         """Monotonic time at which pft stops waiting for a hand-over (None before the point of no
@@ -555,6 +568,70 @@ def migrate(guest, target, mode="live", on_no_convergence="continue", deadline=9
     return failed, msg, result
 
 
+def _run_stats(mig, rc, mode, guest_mb, wall_called):
+    """The `stats` of xen_migrate from a finished (or left running) Migration."""
+    stats = mig.log.stats(t_end=mig.t_end, bytes_sent=mig.bytes_sent, populated_pages=guest_mb * 256)
+    stats["instrumentation"] = "progress" if (mig.shim_ok and mig.log.progress_seen) else "no-progress"
+    if not mig.log.progress_seen:
+        for it in stats["iterations"]:
+            it["pages"] = None
+    stats["mode"] = mode
+    stats["wall_t0"] = round(mig.wall_t0, 3)
+    # where the time before `xl migrate` went (detection latency, docs/performance.md P2): the module's
+    # process start (Ansible's dispatch ends), its code start (interpreter and imports), the checks
+    stats["wall_process_start"] = process_start_wall()
+    stats["wall_called"] = round(wall_called, 3)
+    stats["xl_rc"] = rc
+    stats["xl_result"] = mig.log.result
+    stats["convergence"] = mig.guard_verdict or "converged"
+    stats["events"] = mig.events
+    return stats
+
+
+def _in_flight(mig, result, guest, source_host, target, src, tgt, src_error, tgt_known, probe_error, lock_path):
+    """Record in result that pft stopped waiting for xl (left running); returns the message."""
+    # pft stopped waiting; xl goes on (never killed past the point of no return). Not a verdict:
+    # the caller keeps the journal entry pending and a later run reconciles it.
+    past = "no_return" in mig.log.markers
+    result.update(changed=True, migrated=False, in_flight=True, xl_pid=mig.proc.pid,
+                  xl_output_file=mig.output_file, failure="handover-timeout" if past else "abort-timeout")
+    where = "seen now: here (%s) %s; %s: %s" % (
+        source_host, "unknown (%s)" % src_error if src_error else rows_str(src), target,
+        rows_str(tgt) if tgt_known else "unknown (%s)" % (probe_error or "not asked"))
+    return ("%s: migration of %s from %s to %s: %s. pft stopped waiting and left xl migrate (pid %d) "
+            "running, without killing it (%s), so %s may still be moving; %s. Its migration lock %s "
+            "stays held until xl ends; pft's next run reconciles this migration (its journal entry "
+            "stays pending)%s." % (
+                result["failure"], guest, source_host, target, mig.left_running, mig.proc.pid,
+                "after the point of no return killing xl could leave the guest on neither host" if past
+                else "killing xl could leave the guest suspended", guest, where, lock_path,
+                "; xl's further output goes to %s" % mig.output_file if mig.output_file else ""))
+
+
+def _verdict(mig, rc, result, stats, guest, source_host, target, src, tgt, src_ok, tgt_ok, tgt_known):
+    """(failed, msg) of a migration xl ended, from where the guest runs now; records the failure in result."""
+    if rc == 0 and tgt_ok and not src:
+        result.update(changed=True, migrated=True)
+        return False, "%s migrated from %s to %s in %.1f s (%d live rounds, final round %s pages)" % (
+            guest, source_host, target, stats["total_s"], stats["live_rounds"], stats["final_round_pages"])
+    # failure: say why and where the guest is
+    cause = mig.aborted or mig.log.result or "xl migrate exited with rc=%s" % rc
+    if mig.log.errors:
+        cause += " (" + "; ".join(mig.log.errors[-3:]) + ")"
+    result["failure"] = cause
+    result["changed"] = bool(tgt_ok and not src)
+    if src_ok and not tgt:
+        return True, ("migration of %s to %s failed: %s. Verified: %s still runs on %s, exactly once, and not on %s"
+                      % (guest, target, cause, guest, source_host, target))
+    if tgt_ok and not src:
+        result["migrated"] = True
+        return True, ("migration of %s to %s reported a failure (%s) but %s runs on %s exactly once and is gone "
+                      "from %s" % (guest, target, cause, guest, target, source_host))
+    return True, ("migration of %s to %s failed (%s) and the guest is NOT running exactly once: here %s: %s; "
+                  "%s: %s. Operator action needed." % (guest, target, cause, source_host, rows_str(src), target,
+                                                        rows_str(tgt) if tgt_known else "unknown"))
+
+
 def _migrate(guest, target, mode, on_no_convergence, deadline, stall_timeout, shim, log_path, check_mode,
              margin_mb, guard, runner, xl, source_host, settle, handover_timeout, lock_fd, lock_path, wall_called):
     runner = runner or run
@@ -606,21 +683,7 @@ def _migrate(guest, target, mode, on_no_convergence, deadline, stall_timeout, sh
                     output_path=lock_path[:-len(".lock")] + ".out")
     rc = mig.run()
     in_flight = bool(mig.left_running)
-    stats = mig.log.stats(t_end=mig.t_end, bytes_sent=mig.bytes_sent, populated_pages=guest_mb * 256)
-    stats["instrumentation"] = "progress" if (mig.shim_ok and mig.log.progress_seen) else "no-progress"
-    if not mig.log.progress_seen:
-        for it in stats["iterations"]:
-            it["pages"] = None
-    stats["mode"] = mode
-    stats["wall_t0"] = round(mig.wall_t0, 3)
-    # where the time before `xl migrate` went (detection latency, docs/performance.md P2): the module's
-    # process start (Ansible's dispatch ends), its code start (interpreter and imports), the checks
-    stats["wall_process_start"] = process_start_wall()
-    stats["wall_called"] = round(wall_called, 3)
-    stats["xl_rc"] = rc
-    stats["xl_result"] = mig.log.result
-    stats["convergence"] = mig.guard_verdict or "converged"
-    stats["events"] = mig.events
+    stats = _run_stats(mig, rc, mode, guest_mb, wall_called)
     result["stats"] = stats
     result["instrumentation"] = stats["instrumentation"]
     result["xl_output"] = ["%7.3f %s" % (t, line) for t, line in mig.lines[-400:]]
@@ -648,39 +711,8 @@ def _migrate(guest, target, mode, on_no_convergence, deadline, stall_timeout, sh
             xl_pid=mig.proc.pid if in_flight else None,
             stats={k: v for k, v in stats.items() if k != "events"})])
     if in_flight:
-        # pft stopped waiting; xl goes on (never killed past the point of no return). Not a verdict:
-        # the caller keeps the journal entry pending and a later run reconciles it.
-        past = "no_return" in mig.log.markers
-        result.update(changed=True, migrated=False, in_flight=True, xl_pid=mig.proc.pid,
-                      xl_output_file=mig.output_file, failure="handover-timeout" if past else "abort-timeout")
-        where = "seen now: here (%s) %s; %s: %s" % (
-            source_host, "unknown (%s)" % src_error if src_error else rows_str(src), target,
-            rows_str(tgt) if tgt_known else "unknown (%s)" % (probe_error or "not asked"))
-        return True, ("%s: migration of %s from %s to %s: %s. pft stopped waiting and left xl migrate (pid %d) "
-                      "running, without killing it (%s), so %s may still be moving; %s. Its migration lock %s "
-                      "stays held until xl ends; pft's next run reconciles this migration (its journal entry "
-                      "stays pending)%s." % (
-                          result["failure"], guest, source_host, target, mig.left_running, mig.proc.pid,
-                          "after the point of no return killing xl could leave the guest on neither host" if past
-                          else "killing xl could leave the guest suspended", guest, where, lock_path,
-                          "; xl's further output goes to %s" % mig.output_file if mig.output_file else "")), result
-    if rc == 0 and tgt_ok and not src:
-        result.update(changed=True, migrated=True)
-        return False, "%s migrated from %s to %s in %.1f s (%d live rounds, final round %s pages)" % (
-            guest, source_host, target, stats["total_s"], stats["live_rounds"], stats["final_round_pages"]), result
-    # failure: say why and where the guest is
-    cause = mig.aborted or mig.log.result or "xl migrate exited with rc=%s" % rc
-    if mig.log.errors:
-        cause += " (" + "; ".join(mig.log.errors[-3:]) + ")"
-    result["failure"] = cause
-    result["changed"] = bool(tgt_ok and not src)
-    if src_ok and not tgt:
-        return True, ("migration of %s to %s failed: %s. Verified: %s still runs on %s, exactly once, and not on %s"
-                      % (guest, target, cause, guest, source_host, target)), result
-    if tgt_ok and not src:
-        result["migrated"] = True
-        return True, ("migration of %s to %s reported a failure (%s) but %s runs on %s exactly once and is gone "
-                      "from %s" % (guest, target, cause, guest, target, source_host)), result
-    return True, ("migration of %s to %s failed (%s) and the guest is NOT running exactly once: here %s: %s; "
-                  "%s: %s. Operator action needed." % (guest, target, cause, source_host, rows_str(src), target,
-                                                        rows_str(tgt) if tgt_known else "unknown")), result
+        return True, _in_flight(mig, result, guest, source_host, target, src, tgt, src_error, tgt_known,
+                                probe_error, lock_path), result
+    failed, msg = _verdict(mig, rc, result, stats, guest, source_host, target, src, tgt, src_ok, tgt_ok,
+                           tgt_known)
+    return failed, msg, result
