@@ -42,6 +42,7 @@ except ImportError:
         rows_str,
         run,
         run_ok,
+        step_recorder,
     )
 try:
     from ansible.module_utils.pft_xen_checkpoint import CKPT_BLOCK, CKPT_DIR, check_blocksize, checkpoint
