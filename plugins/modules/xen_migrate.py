@@ -321,7 +321,8 @@ xl_output:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.pft_xen import XenError  # noqa: E402
-from ansible.module_utils.pft_xen_migrate import ConvergenceGuard, migrate  # noqa: E402
+from ansible.module_utils.pft_xen_migrate import migrate  # noqa: E402
+from ansible.module_utils.pft_xen_xl_migrate import ConvergenceGuard  # noqa: E402
 
 SHIM_DEFAULT = "/usr/local/lib/pft/pft-xl-progress.so"
 
