@@ -9,8 +9,9 @@ on the dom0s for the checkpoint receiver). Every command is an argv list with a
 deadline. The research behind the parsers is docs/xen-migration.md (Xen 4.17.5 source).
 
 The rest of pft's Xen code builds on this file: pft_xen_lock (the migration lock),
-pft_xen_migration_log (the lines of ``xl -v migrate``), pft_xen_migrate (the migration),
-pft_xen_prestage (the balloon and pre-staging) and pft_xen_checkpoint (checkpoint images and restore).
+pft_xen_migration_log (the lines of ``xl -v migrate``), pft_xen_xl_migrate (the ``xl migrate`` process,
+driven and watched), pft_xen_migrate (the whole migration: checks, lock, verification), pft_xen_prestage
+(the balloon and pre-staging) and pft_xen_checkpoint (checkpoint images and restore).
 
 Facts
     :func:`parse_xl_list`, :func:`parse_xl_list_long`, :func:`parse_xl_uptime`,
