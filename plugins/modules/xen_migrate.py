@@ -159,7 +159,9 @@ EXAMPLES = r"""
 
 - name: Show the per-round page counts
   ansible.builtin.debug:
-    msg: "{{ pft_migration.stats.iterations | map(attribute='pages') | list }} then {{ pft_migration.stats.final_round_pages }}"
+    msg: >-
+      {{ pft_migration.stats.iterations | map(attribute='pages') | list }}
+      then {{ pft_migration.stats.final_round_pages }}
 
 - name: Stop-and-copy instead of live migration
   xen_migrate:
@@ -318,7 +320,9 @@ xl_output:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.pft_xen import ConvergenceGuard, XenError, migrate  # noqa: E402
+from ansible.module_utils.pft_xen import XenError  # noqa: E402
+from ansible.module_utils.pft_xen_migrate import migrate  # noqa: E402
+from ansible.module_utils.pft_xen_xl_migrate import ConvergenceGuard  # noqa: E402
 
 SHIM_DEFAULT = "/usr/local/lib/pft/pft-xl-progress.so"
 

@@ -25,7 +25,8 @@ description:
     O(memory_mb) on the host that then runs the guest."
   - "With O(checkpoint=true) it keeps a checkpoint image of the guest on the target: C(xl save -c) here into
     C(/var/lib/pft/checkpoints/GUEST.save) (the guest keeps running afterwards, but it is B(stopped for the
-    whole save), reported as C(pause_s); the local image is removed after the transfer), then it asks the target for the per-block sha256 sums of its image
+    whole save), reported as C(pause_s); the local image is removed after the transfer), then it asks the
+    target for the per-block sha256 sums of its image
     (C(pft-ckpt-sums)) and sends only the blocks that differ (C(pft-ckpt-put)), through the same restricted
     migration key. The target applies them to a copy of its image, checks the whole-file sha256, fsyncs it and
     renames it into place; on any error its previous image stays as it was. Restore it with M(xen_restore)."
@@ -201,7 +202,8 @@ target_host:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.pft_xen import XenError, balloon, check_name, prestage  # noqa: E402
+from ansible.module_utils.pft_xen import XenError, check_name  # noqa: E402
+from ansible.module_utils.pft_xen_prestage import balloon, prestage  # noqa: E402
 
 
 def main():

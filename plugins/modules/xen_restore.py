@@ -149,7 +149,8 @@ xl_output:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.pft_xen import XenError, restore  # noqa: E402
+from ansible.module_utils.pft_xen import XenError  # noqa: E402
+from ansible.module_utils.pft_xen_checkpoint import restore  # noqa: E402
 
 
 def main():

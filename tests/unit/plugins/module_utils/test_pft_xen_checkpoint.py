@@ -8,14 +8,27 @@ and the xl/ssh orchestration with a fake runner. Real Xen: tests/e2e/test_xen_ba
 import hashlib
 import io
 import os
+import re
+import shutil
 import subprocess
 
 import jinja2
 import pytest
-
-from ansible.module_utils.pft_xen import (
-    CKPT_MAGIC, XL_SAVE_MAGIC, XenError, check_blocksize, checkpoint, ckpt_apply, ckpt_delta, ckpt_receiver_main,
-    ckpt_sums, format_sums, parse_sums, prestage, restore)
+from ansible.module_utils.pft_xen import XenError
+from ansible.module_utils.pft_xen_checkpoint import (
+    CKPT_MAGIC,
+    XL_SAVE_MAGIC,
+    check_blocksize,
+    checkpoint,
+    ckpt_apply,
+    ckpt_delta,
+    ckpt_receiver_main,
+    ckpt_sums,
+    format_sums,
+    parse_sums,
+    restore,
+)
+from ansible.module_utils.pft_xen_prestage import prestage
 from pft_paths import REPO
 
 BS = 4096
@@ -173,14 +186,25 @@ def test_receiver_refuses_bad_arguments(tmp_path, argv):
 # --------------------------------------------------------------------------- through the forced command
 
 
+def receiver_lib_files():
+    """The module_utils files the xen_host role installs in the receiver's lib dir (tasks/configure.yml)."""
+    with open(os.path.join(REPO, "roles", "xen_host", "tasks", "configure.yml")) as f:
+        return re.findall(r"xen_host_ckpt_lib_dir \}\}/(pft_\w+\.py)", f.read())
+
+
 @pytest.fixture
 def forced(tmp_path):
+    """The forced command and the receiver, rendered; the receiver's lib dir holds only what the role installs."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in receiver_lib_files():
+        shutil.copy(os.path.join(REPO, "plugins", "module_utils", name), lib / name)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(REPO, "roles", "xen_host", "templates")),
                              keep_trailing_newline=True, trim_blocks=True)
     env.filters["comment"] = lambda text: "# " + text
     variables = dict(ansible_managed="test", xen_host_xl_path=str(tmp_path / "xl"),
                      xen_host_ckpt_helper=str(tmp_path / "pft-ckpt-recv"),
-                     xen_host_ckpt_lib_dir=os.path.join(REPO, "plugins", "module_utils"),
+                     xen_host_ckpt_lib_dir=str(lib),
                      xen_host_ckpt_dir=str(tmp_path / "checkpoints"))
     (tmp_path / "xl").write_text("#!/bin/sh\necho \"XL $*\"\n")
     for name, dest in (("pft-migrate-receive.j2", "pft-migrate-receive"), ("pft-ckpt-recv.py.j2", "pft-ckpt-recv")):
