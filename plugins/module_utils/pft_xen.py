@@ -230,11 +230,9 @@ def domain_info(names=None, runner=None, timeout=30, xl=XL, lock_dir=None, proc_
     """Domains (all, or those named) and host facts of this dom0. Unknown names are reported, not fatal.
     Also the guests whose migration still runs here (``migrating``, ``migrations``: see
     :func:`migrations_here`); read-only, it never creates a lock file."""
-    # pft_xen_lock imports this file: its import waits until both are loaded
-    try:
-        from ansible.module_utils.pft_xen_lock import LOCK_DIR, migrations_here
-    except ImportError:
-        from pft_xen_lock import LOCK_DIR, migrations_here
+    # pft_xen_lock imports this file: its import waits until both are loaded (domain_info runs under
+    # Ansible only: the dom0's checkpoint receiver, which imports this file by plain name, never calls it)
+    from ansible.module_utils.pft_xen_lock import LOCK_DIR, migrations_here
     rows = parse_xl_list(run_ok([xl, "list"], timeout, runner))
     rc, long_out, _ = (runner or run)([xl, "list", "-l"], timeout)
     configs = parse_xl_list_long(long_out) if rc == 0 else {}

@@ -32,37 +32,9 @@ import sys
 import time
 
 try:
-    from ansible.module_utils.pft_xen import (
-        MIB,
-        XL,
-        XenError,
-        check_host,
-        check_name,
-        find_domain,
-        forced_argv,
-        guest_rows,
-        probe_target,
-        rows_str,
-        run,
-        running_once,
-        step_recorder,
-    )
-except ImportError:
-    from pft_xen import (
-        MIB,
-        XL,
-        XenError,
-        check_host,
-        check_name,
-        find_domain,
-        forced_argv,
-        guest_rows,
-        probe_target,
-        rows_str,
-        run,
-        running_once,
-        step_recorder,
-    )
+    from ansible.module_utils import pft_xen as xen
+except ImportError:          # on a dom0: the checkpoint receiver imports this beside pft_xen.py
+    import pft_xen as xen
 
 CKPT_DIR = "/var/lib/pft/checkpoints"
 CKPT_BLOCK = 256 * 1024
@@ -77,14 +49,14 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 def check_blocksize(blocksize):
     if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 4096 or \
-            blocksize > 64 * MIB or blocksize % 4096:
-        raise XenError("checkpoint block size must be a multiple of 4096 bytes between 4 KiB and 64 MiB, got %r"
+            blocksize > 64 * xen.MIB or blocksize % 4096:
+        raise xen.XenError("checkpoint block size must be a multiple of 4096 bytes between 4 KiB and 64 MiB, got %r"
                        % (blocksize,))
     return blocksize
 
 
 def ckpt_path(guest, directory=CKPT_DIR):
-    return os.path.join(directory, check_name(guest) + ".save")
+    return os.path.join(directory, xen.check_name(guest) + ".save")
 
 
 def ckpt_sums(path, blocksize):
@@ -127,7 +99,7 @@ def parse_sums(text, blocksize):
         if len(blocks) != (size + blocksize - 1) // blocksize or not all(_HEX64.match(b) for b in blocks):
             raise ValueError("%d block sums for %d bytes" % (len(blocks), size))
     except (ValueError, IndexError) as exc:
-        raise XenError("unexpected checkpoint sums from the target (%s): %r" % (exc, text[:200])) from None
+        raise xen.XenError("unexpected checkpoint sums from the target (%s): %r" % (exc, text[:200])) from None
     return dict(size=size, sha256=sha, blocksize=bs, blocks=blocks)
 
 
@@ -136,7 +108,7 @@ def ckpt_delta(path, blocksize, remote, out, created=None):
     into the local image at path. Returns dict(size, sha256, blocks_total, blocks_sent, bytes_sent)."""
     check_blocksize(blocksize)
     if remote is not None and remote["blocksize"] != blocksize:
-        raise XenError("the target's sums use block size %d, not %d" % (remote["blocksize"], blocksize))
+        raise xen.XenError("the target's sums use block size %d, not %d" % (remote["blocksize"], blocksize))
     theirs = remote["blocks"] if remote else []
     n_written = 0
 
@@ -166,13 +138,13 @@ def ckpt_delta(path, blocksize, remote, out, created=None):
 def _read_line(stream, limit=200):
     line = stream.readline(limit)
     if not line.endswith(b"\n"):
-        raise XenError("checkpoint stream truncated or malformed (line %r)" % line[:60])
+        raise xen.XenError("checkpoint stream truncated or malformed (line %r)" % line[:60])
     return line[:-1].decode("ascii", "replace")
 
 
 def _copy_hashing(src, dst):
     h, n = hashlib.sha256(), 0
-    for block in iter(lambda: src.read(MIB), b""):
+    for block in iter(lambda: src.read(xen.MIB), b""):
         h.update(block)
         dst.write(block)
         n += len(block)
@@ -182,10 +154,10 @@ def _copy_hashing(src, dst):
 def _read_header(stream):
     """The header of a delta stream: (blocksize, base: None or (size, sha256), created)."""
     if stream.read(len(CKPT_MAGIC)) != CKPT_MAGIC:
-        raise XenError("not a pft checkpoint stream (bad magic)")
+        raise xen.XenError("not a pft checkpoint stream (bad magic)")
     words = _read_line(stream).split()
     if len(words) != 2 or words[0] != "blocksize" or not words[1].isdigit():
-        raise XenError("bad blocksize line %r" % " ".join(words))
+        raise xen.XenError("bad blocksize line %r" % " ".join(words))
     blocksize = check_blocksize(int(words[1]))
     words = _read_line(stream).split()
     if words == ["base", "none"]:
@@ -193,14 +165,14 @@ def _read_header(stream):
     elif len(words) == 3 and words[0] == "base" and words[1].isdigit() and _HEX64.match(words[2]):
         base = (int(words[1]), words[2])
     else:
-        raise XenError("bad base line %r" % " ".join(words))
+        raise xen.XenError("bad base line %r" % " ".join(words))
     words = _read_line(stream).split()
     try:
         if len(words) != 2 or words[0] != "created":
             raise ValueError
         created = float(words[1])
     except ValueError:
-        raise XenError("bad created line %r" % " ".join(words)) from None
+        raise xen.XenError("bad created line %r" % " ".join(words)) from None
     return blocksize, base, created
 
 
@@ -212,10 +184,10 @@ def _apply_records(stream, out, blocksize):
         if len(words) == 3 and words[0] == "D" and words[1].isdigit() and words[2].isdigit():
             offset, length = int(words[1]), int(words[2])
             if not 0 < length <= blocksize or offset + length > CKPT_MAX_SIZE:
-                raise XenError("bad record D %d %d (block size %d)" % (offset, length, blocksize))
+                raise xen.XenError("bad record D %d %d (block size %d)" % (offset, length, blocksize))
             data = stream.read(length)
             if len(data) != length:
-                raise XenError("checkpoint stream truncated in the record at offset %d" % offset)
+                raise xen.XenError("checkpoint stream truncated in the record at offset %d" % offset)
             out.seek(offset)
             out.write(data)
             received += 1
@@ -224,7 +196,7 @@ def _apply_records(stream, out, blocksize):
             size, want = int(words[1]), words[2]
             break
         else:
-            raise XenError("bad record %r" % " ".join(words)[:80])
+            raise xen.XenError("bad record %r" % " ".join(words)[:80])
     return received, nbytes, size, want
 
 
@@ -240,7 +212,7 @@ def ckpt_apply(stream, guest, directory=CKPT_DIR):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise XenError("another checkpoint of %s is being written on this host" % guest) from None
+            raise xen.XenError("another checkpoint of %s is being written on this host" % guest) from None
         blocksize, base, created = _read_header(stream)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "r+b") as out:
@@ -251,20 +223,20 @@ def ckpt_apply(stream, guest, directory=CKPT_DIR):
                 except FileNotFoundError:
                     n, sha = None, None
                 if (n, sha) != base:
-                    raise XenError("the image on this host is not the one the sums were taken from (it is %s, "
+                    raise xen.XenError("the image on this host is not the one the sums were taken from (it is %s, "
                                    "the stream expects %d bytes sha256 %s): run the checkpoint again"
                                    % ("missing" if n is None else "%d bytes sha256 %s" % (n, sha), base[0], base[1]))
             received, nbytes, size, want = _apply_records(stream, out, blocksize)
             if stream.read(1):
-                raise XenError("data after the end record")
+                raise xen.XenError("data after the end record")
             out.truncate(size)
             out.flush()
             out.seek(0)
             h = hashlib.sha256()
-            for block in iter(lambda: out.read(MIB), b""):
+            for block in iter(lambda: out.read(xen.MIB), b""):
                 h.update(block)
             if h.hexdigest() != want:
-                raise XenError("the new image's sha256 %s is not the sender's %s: image kept as it was"
+                raise xen.XenError("the new image's sha256 %s is not the sender's %s: image kept as it was"
                                % (h.hexdigest(), want))
             os.fsync(out.fileno())
         os.utime(tmp, (created, created))
@@ -294,12 +266,12 @@ def ckpt_receiver_main(argv, directory=CKPT_DIR, stdin=None, stdout=None, stderr
     stderr = stderr or sys.stderr
     try:
         if len(argv) == 3 and argv[0] == "sums" and argv[2].isdigit():
-            guest, blocksize = check_name(argv[1]), check_blocksize(int(argv[2]))
+            guest, blocksize = xen.check_name(argv[1]), check_blocksize(int(argv[2]))
         elif len(argv) == 2 and argv[0] == "put":
-            guest = check_name(argv[1])
+            guest = xen.check_name(argv[1])
         else:
-            raise XenError("usage: sums GUEST BLOCKSIZE | put GUEST")
-    except XenError as exc:
+            raise xen.XenError("usage: sums GUEST BLOCKSIZE | put GUEST")
+    except xen.XenError as exc:
         stderr.write("pft-ckpt: refused: %s\n" % exc)
         return 2
     try:
@@ -310,29 +282,29 @@ def ckpt_receiver_main(argv, directory=CKPT_DIR, stdin=None, stdout=None, stderr
             stdout.write("ok %s %d %s %d\n" % (res["path"], res["size"], res["sha256"], res["blocks_received"]))
         stdout.flush()
         return 0
-    except (XenError, OSError) as exc:
+    except (xen.XenError, OSError) as exc:
         stderr.write("pft-ckpt %s %s: failed, the previous checkpoint is unchanged: %s\n" % (argv[0], guest, exc))
         return 1
 
 
-def guest_state_word(runner, guest, xl=XL):
-    rows = [r for r in guest_rows(runner, guest, xl) if r["role"] == "self"]
+def guest_state_word(runner, guest, xl=xen.XL):
+    rows = [r for r in xen.guest_rows(runner, guest, xl) if r["role"] == "self"]
     return rows[0]["state"] if rows else "absent"
 
 
-def checkpoint(guest, target, blocksize=CKPT_BLOCK, timeout=600.0, check_mode=False, runner=None, xl=XL,
+def checkpoint(guest, target, blocksize=CKPT_BLOCK, timeout=600.0, check_mode=False, runner=None, xl=xen.XL,
                local_dir=CKPT_DIR, clock=time.monotonic, wall=time.time):
     """xl save -c here, then send the changed blocks to the target's image. Returns (steps, info):
     steps [{name, seconds}] (save, sums, send) and info, the `checkpoint` result (or its prediction)."""
-    check_name(guest)
-    check_host(target)
+    xen.check_name(guest)
+    xen.check_host(target)
     check_blocksize(blocksize)
-    runner = runner or run
+    runner = runner or xen.run
     remote_path = ckpt_path(guest)
-    src = guest_rows(runner, guest, xl)
-    if not running_once(src):
-        raise XenError("%s does not run exactly once on this host (found %s): no checkpoint"
-                       % (guest, rows_str(src)))
+    src = xen.guest_rows(runner, guest, xl)
+    if not xen.running_once(src):
+        raise xen.XenError("%s does not run exactly once on this host (found %s): no checkpoint"
+                       % (guest, xen.rows_str(src)))
     if check_mode:
         return [], dict(would="xl save -c %s (the guest is paused for the whole save, about %d MiB), then send "
                         "the blocks that changed to %s:%s" % (guest, src[0]["memory_mb"], target, remote_path),
@@ -347,7 +319,7 @@ def checkpoint(guest, target, blocksize=CKPT_BLOCK, timeout=600.0, check_mode=Fa
     created = wall()
     try:
         rc, out, err = runner([xl, "save", "-c", guest, tmp], timeout)
-    except XenError as exc:
+    except xen.XenError as exc:
         rc, out, err = None, "", str(exc)
     save_s = round(clock() - t, 3)
     steps.append(dict(name="save", seconds=save_s, pause_s=save_s))
@@ -356,7 +328,7 @@ def checkpoint(guest, target, blocksize=CKPT_BLOCK, timeout=600.0, check_mode=Fa
         for p in (tmp,):
             if os.path.exists(p):
                 os.unlink(p)
-        raise XenError("xl save -c %s failed (%s): %s; the guest is now %s%s" % (
+        raise xen.XenError("xl save -c %s failed (%s): %s; the guest is now %s%s" % (
             guest, "rc=%s" % rc if rc is not None else "deadline", (err or out).strip()[-400:], state,
             "" if state in ("running", "blocked", "idle") else " -- check it (xl list), operator action may be needed"))
     os.rename(tmp, local)
@@ -365,11 +337,11 @@ def checkpoint(guest, target, blocksize=CKPT_BLOCK, timeout=600.0, check_mode=Fa
         with open(local, "rb") as f:
             head = f.read(len(XL_SAVE_MAGIC))
         if head != XL_SAVE_MAGIC:
-            raise XenError("%s is not an xl save image (header %r)" % (local, head))
+            raise xen.XenError("%s is not an xl save image (header %r)" % (local, head))
         t = clock()
-        rc, out, err = runner(forced_argv(target, ["pft-ckpt-sums", guest, str(blocksize)]), timeout)
+        rc, out, err = runner(xen.forced_argv(target, ["pft-ckpt-sums", guest, str(blocksize)]), timeout)
         if rc != 0:
-            raise XenError("pft-ckpt-sums on %s failed (rc=%d; an old pft-migrate-receive without it?): %s"
+            raise xen.XenError("pft-ckpt-sums on %s failed (rc=%d; an old pft-migrate-receive without it?): %s"
                            % (target, rc, (err or out).strip()[-400:]))
         remote = parse_sums(out, blocksize)
         steps.append(dict(name="sums", seconds=round(clock() - t, 3), target_image=remote is not None))
@@ -377,20 +349,20 @@ def checkpoint(guest, target, blocksize=CKPT_BLOCK, timeout=600.0, check_mode=Fa
         with open(delta, "wb") as f:
             os.chmod(delta, 0o600)
             stats = ckpt_delta(local, blocksize, remote, f, created=created)
-        rc, out, err = runner(forced_argv(target, ["pft-ckpt-put", guest]), timeout, stdin_path=delta)
+        rc, out, err = runner(xen.forced_argv(target, ["pft-ckpt-put", guest]), timeout, stdin_path=delta)
         if rc != 0:
-            raise XenError("pft-ckpt-put on %s failed (rc=%d): %s" % (target, rc, (err or out).strip()[-400:]))
+            raise xen.XenError("pft-ckpt-put on %s failed (rc=%d): %s" % (target, rc, (err or out).strip()[-400:]))
         words = out.split()
         if len(words) < 4 or words[0] != "ok" or words[3] != stats["sha256"]:
-            raise XenError("pft-ckpt-put on %s gave an unexpected answer: %r" % (target, out.strip()[-300:]))
+            raise xen.XenError("pft-ckpt-put on %s gave an unexpected answer: %r" % (target, out.strip()[-300:]))
         steps.append(dict(name="send", seconds=round(clock() - t, 3)))
     finally:
         for path in (delta, local):          # the target's image is the base of the next refresh, not this one
             if os.path.exists(path):
                 os.unlink(path)
-    mib_sent = round(stats["bytes_sent"] / float(MIB), 3)
+    mib_sent = round(stats["bytes_sent"] / float(xen.MIB), 3)
     info = dict(path=remote_path, target=target, size=stats["size"],
-                image_mib=round(stats["size"] / float(MIB), 3), sha256=stats["sha256"],
+                image_mib=round(stats["size"] / float(xen.MIB), 3), sha256=stats["sha256"],
                 created=round(created, 3), blocksize=blocksize, blocks_total=stats["blocks_total"],
                 blocks_sent=stats["blocks_sent"], mib_sent=mib_sent, base="none" if remote is None else "delta",
                 guest_state=state, pause_s=save_s,
@@ -408,50 +380,50 @@ def image_facts(path, wall=time.time):
         with open(path, "rb") as f:
             head = f.read(len(XL_SAVE_MAGIC))
     except OSError as exc:
-        raise XenError("cannot read the checkpoint image %s: %s" % (path, exc)) from exc
+        raise xen.XenError("cannot read the checkpoint image %s: %s" % (path, exc)) from exc
     if head != XL_SAVE_MAGIC:
-        raise XenError("%s is not an xl save image (header %r)" % (path, head[:32]))
-    return dict(path=path, size=st.st_size, image_mib=round(st.st_size / float(MIB), 3),
+        raise xen.XenError("%s is not an xl save image (header %r)" % (path, head[:32]))
+    return dict(path=path, size=st.st_size, image_mib=round(st.st_size / float(xen.MIB), 3),
                 created=round(st.st_mtime, 3), age_s=round(wall() - st.st_mtime, 1))
 
 
 def restore(guest, image=None, config=None, absent_on=(), source_down_confirmed=False, timeout=600.0,
-            probe_timeout=60.0, check_mode=False, runner=None, xl=XL, clock=time.monotonic, wall=time.time):
+            probe_timeout=60.0, check_mode=False, runner=None, xl=xen.XL, clock=time.monotonic, wall=time.time):
     """Start guest here from its checkpoint image, only when it provably runs nowhere else.
 
     absent_on: other dom0s asked over the migration key (pft-probe) that they do not run the guest.
     One that answers and lists it: refused. One that does not answer: refused unless
     source_down_confirmed. Returns (failed, msg, result)."""
-    check_name(guest)
-    hosts = [check_host(h, "absent_on host") for h in absent_on or ()]
-    runner = runner or run
+    xen.check_name(guest)
+    hosts = [xen.check_host(h, "absent_on host") for h in absent_on or ()]
+    runner = runner or xen.run
     image = image or ckpt_path(guest)
     if config is not None and not os.path.isfile(config):
-        raise XenError("config %s is not a file" % config)
+        raise xen.XenError("config %s is not a file" % config)
     steps, checks = [], []
     result = dict(changed=False, restored=False, checks=checks, steps=steps, checkpoint=None, restore_s=None,
                   guest=None)
-    step = step_recorder(steps, clock)
+    step = xen.step_recorder(steps, clock)
 
     facts = image_facts(image, wall)
     result["checkpoint"] = facts
     checks.append(dict(name="image", ok=True, detail="%s, %.1f MiB, taken %.0f s ago" % (
         image, facts["image_mib"], facts["age_s"])))
     t = clock()
-    here = guest_rows(runner, guest, xl)
+    here = xen.guest_rows(runner, guest, xl)
     step("local_list", t)
     if here:
-        checks.append(dict(name="not_here", ok=False, detail="this host runs %s" % rows_str(here)))
-        if running_once(here):
+        checks.append(dict(name="not_here", ok=False, detail="this host runs %s" % xen.rows_str(here)))
+        if xen.running_once(here):
             result["guest"] = here[0]
-            return False, "%s already runs here (%s): nothing restored" % (guest, rows_str(here)), result
-        return True, "this host already has %s: refusing to restore it" % rows_str(here), result
+            return False, "%s already runs here (%s): nothing restored" % (guest, xen.rows_str(here)), result
+        return True, "this host already has %s: refusing to restore it" % xen.rows_str(here), result
     checks.append(dict(name="not_here", ok=True, detail="%s does not run here" % guest))
     for host in hosts:
         t = clock()
         try:
-            probe = probe_target(host, timeout=probe_timeout, runner=runner)
-        except XenError as exc:
+            probe = xen.probe_target(host, timeout=probe_timeout, runner=runner)
+        except xen.XenError as exc:
             step("probe_" + host, t, ok=False)
             if source_down_confirmed:
                 checks.append(dict(name="absent_on", host=host, ok=True, detail="no answer (%s); down, as the "
@@ -462,10 +434,10 @@ def restore(guest, image=None, config=None, absent_on=(), source_down_confirmed=
                           "Set source_down_confirmed only when %s is known to be off (powered off or fenced)"
                           % (guest, host, str(exc)[-200:], host)), result
         step("probe_" + host, t, ok=True)
-        rows = find_domain(probe["domains"], guest)
+        rows = xen.find_domain(probe["domains"], guest)
         if rows:
-            checks.append(dict(name="absent_on", host=host, ok=False, detail="%s runs %s" % (host, rows_str(rows))))
-            return True, "%s still runs on %s (%s); refusing to start it twice" % (guest, host, rows_str(rows)), \
+            checks.append(dict(name="absent_on", host=host, ok=False, detail="%s runs %s" % (host, xen.rows_str(rows))))
+            return True, "%s still runs on %s (%s); refusing to start it twice" % (guest, host, xen.rows_str(rows)), \
                 result
         checks.append(dict(name="absent_on", host=host, ok=True, detail="%s answers and does not run %s"
                            % (host, guest)))
@@ -476,14 +448,14 @@ def restore(guest, image=None, config=None, absent_on=(), source_down_confirmed=
     t = clock()
     try:
         rc, out, err = runner(argv, timeout)
-    except XenError as exc:
+    except xen.XenError as exc:
         rc, out, err = None, "", str(exc)
     restore_s = round(clock() - t, 3)
     step("restore", t, rc=rc)
     result["restore_s"] = restore_s
     result["xl_output"] = (out + err).strip().splitlines()[-40:]
-    here = guest_rows(runner, guest, xl)
-    if rc == 0 and running_once(here):
+    here = xen.guest_rows(runner, guest, xl)
+    if rc == 0 and xen.running_once(here):
         result.update(changed=True, restored=True, guest=here[0])
         return False, "%s restored from %s (taken %.0f s before) in %.1f s; it runs here exactly once" % (
             guest, image, facts["age_s"], restore_s), result
@@ -491,4 +463,4 @@ def restore(guest, image=None, config=None, absent_on=(), source_down_confirmed=
     result["guest"] = here[0] if here else None
     return True, ("xl restore of %s from %s failed (%s): %s; this host now has %s" % (
         guest, image, "rc=%s" % rc if rc is not None else "deadline", (err or out).strip()[-400:],
-        rows_str(here))), result
+        xen.rows_str(here))), result

@@ -15,13 +15,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import stat
 import time
 
-try:
-    from ansible.module_utils.pft_xen import NAME_RE, XenError, check_name
-except ImportError:
-    from pft_xen import NAME_RE, XenError, check_name
+from ansible.module_utils.pft_common import lock_is_held
+from ansible.module_utils.pft_xen import NAME_RE, XenError, check_name
 
 LOCK_DIR = "/run/pft/migrate"
 # A lister tests each lock with a momentary shared flock; a migration that finds its lock taken
@@ -153,28 +150,6 @@ def acquire_migration_lock(guest, directory=LOCK_DIR, wait=LOCK_WAIT_S, clock=ti
             sleep(0.05)
     write_lock_owner(fd, os.getpid(), "xen_migrate %s" % guest)
     return fd
-
-
-def lock_is_held(path):
-    """True when some process holds a flock on path. Opens it read-only and never creates it; the test
-    is a shared non-blocking flock, released at once. None when it cannot be tested."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def locked_guests(directory=LOCK_DIR):

@@ -13,8 +13,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-try:
-    from ansible.module_utils.pft_xen import (
+from ansible.module_utils.pft_xen import (
         XL,
         XenError,
         check_host,
@@ -28,23 +27,7 @@ try:
         running_once,
         toolstack_version,
     )
-except ImportError:
-    from pft_xen import (
-        XL,
-        XenError,
-        check_host,
-        check_name,
-        check_target,
-        find_domain,
-        guest_rows,
-        probe_target,
-        rows_str,
-        run,
-        running_once,
-        toolstack_version,
-    )
-try:
-    from ansible.module_utils.pft_xen_lock import (
+from ansible.module_utils.pft_xen_lock import (
         LOCK_DIR,
         MigrationRunning,
         acquire_migration_lock,
@@ -52,19 +35,7 @@ try:
         lock_is_held,
         migration_lock_path,
     )
-except ImportError:
-    from pft_xen_lock import (
-        LOCK_DIR,
-        MigrationRunning,
-        acquire_migration_lock,
-        lock_holder,
-        lock_is_held,
-        migration_lock_path,
-    )
-try:
-    from ansible.module_utils.pft_xen_xl_migrate import HANDOVER_TIMEOUT_S, MODES, POLICIES, SHIM, Migration
-except ImportError:
-    from pft_xen_xl_migrate import HANDOVER_TIMEOUT_S, MODES, POLICIES, SHIM, Migration
+from ansible.module_utils.pft_xen_xl_migrate import HANDOVER_TIMEOUT_S, MODES, POLICIES, SHIM, Migration
 
 
 def write_log(path, records):

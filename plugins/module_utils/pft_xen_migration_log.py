@@ -11,10 +11,7 @@ from __future__ import annotations
 import re
 import time
 
-try:
-    from ansible.module_utils.pft_xen import MIB
-except ImportError:
-    from pft_xen import MIB
+from ansible.module_utils.pft_xen import MIB
 
 PAGE = 4096
 

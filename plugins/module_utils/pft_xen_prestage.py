@@ -12,8 +12,7 @@ import hashlib
 import re
 import time
 
-try:
-    from ansible.module_utils.pft_xen import (
+from ansible.module_utils.pft_xen import (
         XL,
         XenError,
         check_host,
@@ -28,26 +27,7 @@ try:
         run_ok,
         step_recorder,
     )
-except ImportError:
-    from pft_xen import (
-        XL,
-        XenError,
-        check_host,
-        check_name,
-        check_target,
-        domain_info,
-        find_domain,
-        guest_rows,
-        probe_target,
-        rows_str,
-        run,
-        run_ok,
-        step_recorder,
-    )
-try:
-    from ansible.module_utils.pft_xen_checkpoint import CKPT_BLOCK, CKPT_DIR, check_blocksize, checkpoint
-except ImportError:
-    from pft_xen_checkpoint import CKPT_BLOCK, CKPT_DIR, check_blocksize, checkpoint
+from ansible.module_utils.pft_xen_checkpoint import CKPT_BLOCK, CKPT_DIR, check_blocksize, checkpoint
 
 NFSROOT_RE = re.compile(r"(?:^|\s)nfsroot=(?:(?P<host>[A-Za-z0-9.-]+):)?(?P<path>/\S*?)(?:,\S*)?(?:\s|$)")
 IPARG_RE = re.compile(r"(?:^|\s)ip=(?P<client>[^:\s]*):(?P<server>[^:\s]*):")

@@ -17,18 +17,9 @@ import signal
 import subprocess
 import time
 
-try:
-    from ansible.module_utils.pft_xen import XL, XenError, run
-except ImportError:
-    from pft_xen import XL, XenError, run
-try:
-    from ansible.module_utils.pft_xen_lock import write_lock_owner
-except ImportError:
-    from pft_xen_lock import write_lock_owner
-try:
-    from ansible.module_utils.pft_xen_migration_log import MigrationLog
-except ImportError:
-    from pft_xen_migration_log import MigrationLog
+from ansible.module_utils.pft_xen import XL, XenError, run
+from ansible.module_utils.pft_xen_lock import write_lock_owner
+from ansible.module_utils.pft_xen_migration_log import MigrationLog
 
 SHIM = "/usr/local/lib/pft/pft-xl-progress.so"
 
