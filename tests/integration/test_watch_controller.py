@@ -376,8 +376,10 @@ def test_an_internal_variable_is_no_setting_and_passes(site):
 
 
 @pytest.mark.parametrize("setting, said", [
-    ("pft_health_hysteresis=two", "argument 'pft_health_hysteresis' is of type str and we were unable to convert to int"),
-    ("pft_watch_realert_after=later", "argument 'pft_watch_realert_after' is of type str and we were unable to convert"),
+    ("pft_health_hysteresis=two",
+     "argument 'pft_health_hysteresis' is of type str and we were unable to convert to int"),
+    ("pft_watch_realert_after=later",
+     "argument 'pft_watch_realert_after' is of type str and we were unable to convert to float"),
     ("pft_watch_stop_on=critcal", "value of pft_watch_stop_on must be one of: warning, critical, never, got: critcal"),
     ("pft_watch_interval=0", "pft settings out of range: pft_watch_interval=0.0 (must be above 0)"),
 ])
