@@ -344,3 +344,57 @@ def test_with_a_node_to_evacuate_every_alert_waits_until_after_the_moves(site):
     assert select < first_alert, out
     msgs = site["syslog"].drain()
     assert any("pft: %s is unknown" % site["bmcs"][1].name in m for m in msgs), msgs
+
+
+# -- the settings are checked as a set, before anything is sampled ----------------------------------
+def assert_nothing_sampled(site, out):
+    assert "TASK [Sample the BMCs" not in out, out
+    assert not os.path.exists(os.path.join(site["state"], "watch-state.json"))
+
+
+@pytest.mark.parametrize("where", ["extra-vars", "inventory"])
+def test_a_misspelt_setting_fails_the_run_by_name_before_sampling(site, tmp_path, where):
+    if where == "extra-vars":
+        out, _ = watch(site, 2, "-e", "pft_watch_intervall=5", rc=1)
+        name, meant = "pft_watch_intervall", "pft_watch_interval"
+    else:
+        inv = yaml.safe_load(open(site["inventory"]))
+        inv["all"]["vars"]["pft_health_hysterisis"] = 3
+        path = tmp_path / "misspelt.yml"
+        path.write_text(yaml.safe_dump(inv))
+        out, _ = watch(dict(site, inventory=str(path)), 2, rc=1)
+        name, meant = "pft_health_hysterisis", "pft_health_hysteresis"
+    assert "unknown pft setting(s): %s (did you mean %s?)" % (name, meant) in out, out
+    assert_nothing_sampled(site, out)
+    alerts = failure_alerts(site)                  # a watch that does not run is never silent
+    assert len(alerts) == 1 and name in alerts[0], alerts
+
+
+def test_an_internal_variable_is_no_setting_and_passes(site):
+    out, _ = watch(site, 1, "-e", "pft_watch__scratch=1", "-e", "pft_watch_interval=0.5")
+    assert "unknown pft setting" not in out
+
+
+@pytest.mark.parametrize("setting, said", [
+    ("pft_health_hysteresis=two",
+     "argument 'pft_health_hysteresis' is of type str and we were unable to convert to int"),
+    ("pft_watch_realert_after=later",
+     "argument 'pft_watch_realert_after' is of type str and we were unable to convert to float"),
+    ("pft_watch_stop_on=critcal", "value of pft_watch_stop_on must be one of: warning, critical, never, got: critcal"),
+    ("pft_watch_interval=0", "pft settings out of range: pft_watch_interval=0.0 (must be above 0)"),
+])
+def test_a_mistyped_setting_fails_the_run_by_name_before_sampling(site, setting, said):
+    out, _ = watch(site, 2, "-e", setting, rc=1)
+    assert said in out, out
+    assert_nothing_sampled(site, out)
+
+
+def test_evacuate_checks_the_settings_before_it_asks_any_node(site):
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", site["inventory"],
+            os.path.join(REPO, "playbooks", "evacuate.yml"), "-e", "node=%s" % site["bmcs"][0].name,
+            "-e", "pft_watch_gruop=compute"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "unknown pft setting(s): pft_watch_gruop (did you mean pft_watch_group?)" in out, out
+    assert "List this node's domains" not in out

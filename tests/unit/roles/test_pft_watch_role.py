@@ -56,7 +56,7 @@ def make_tree(root):
             "pft_watch_project_dir": str(proj),
             "pft_watch_inventory": str(proj / "inventory" / "hosts.yml"),      # one path, not a list
             "pft_watch_vault_password_file": str(secret),
-            "pft_watch_extra_vars": {"pft_watch_test_value": 42, "pft_alert_webhook": "https://example.invalid/hook"},
+            "pft_watch_extra_vars": {"pft_watch_realert_after": 42, "pft_alert_webhook": "https://example.invalid/hook"},
             "pft_watch_lock_file": str(sysroot / "run/lock/pft-watch.lock"),
             "pft_watch_log_file": str(sysroot / "var/log/pft/watch.log"),
             "pft_watch_state_dir": str(sysroot / "var/lib/pft"),
@@ -115,7 +115,7 @@ def test_install_writes_the_files_with_their_modes(installed):
 
     varsfile = s / "etc/pft/watch-vars.yml"
     assert mode_of(varsfile) == (0o600, 0, 0)
-    assert "pft_watch_test_value: 42" in varsfile.read_text()
+    assert "pft_watch_realert_after: 42" in varsfile.read_text()
 
     logrotate = s / "etc/logrotate.d/pft-watch"
     assert mode_of(logrotate) == (0o644, 0, 0)
@@ -206,3 +206,13 @@ def test_disabling_removes_the_cron_entry_and_keeps_the_rest(installed):
     assert out.returncode == 0 and recap["changed"] == 0, out.stdout + out.stderr
     assert (installed["sys"] / "usr/local/sbin/pft-watch").exists()
     assert (installed["sys"] / "var/log/pft/watch.log").exists()
+
+
+def test_a_misspelt_setting_is_named_and_nothing_is_installed(tmp_path):
+    tree = make_tree(tmp_path)
+    out, _ = apply(tree, pft_watch_cron_minte="5",
+                   pft_watch_extra_vars={"pft_watch_windw": 30, "pft_alert_webhook": {"url": "https://example.invalid"}})
+    assert out.returncode != 0
+    assert ("unknown pft setting(s): pft_watch_cron_minte (did you mean pft_watch_cron_minute?), "
+            "pft_watch_windw (did you mean pft_watch_window?)") in " ".join(out.stdout.split()), out.stdout
+    assert not (tree["sys"] / "usr/local/sbin/pft-watch").exists()
