@@ -15,13 +15,13 @@ description:
     Syslog gets exactly one line on the local socket O(syslog_socket) (C(/dev/log)), in the format of the
     C library function C(syslog), at the priority of O(severity) (C(info) -> C(LOG_INFO),
     C(warning) -> C(LOG_WARNING), C(critical) -> C(LOG_CRIT)).
-    Newlines and other control characters in O(subject), O(message) and O(details) are escaped (C(\n), C(\xNN)).
-    The line is C(<severity>: <subject>: <message> details=<compact JSON>), cut at 4096 bytes.
-  - Mail is a text mail with the subject C([pft <severity>] <subject>); its body holds O(message), the severity,
+    Newlines and other control characters in O(subject), O(body) and O(details) are escaped (C(\n), C(\xNN)).
+    The line is C(<severity>: <subject>: <body> details=<compact JSON>), cut at 4096 bytes.
+  - Mail is a text mail with the subject C([pft <severity>] <subject>); its body holds O(body), the severity,
     the controller's host name, the time and O(details) as indented JSON.
   - >-
-    The webhook gets a JSON object with the keys C(source) (V(pft)), C(severity), C(subject), C(message),
-    C(details), C(host), C(time) (UTC, ISO 8601) and C(text) (C([pft <severity>] <subject>: <message>), which
+    The webhook gets a JSON object with the keys C(source) (V(pft)), C(severity), C(subject), C(message) (O(body)),
+    C(details), C(host), C(time) (UTC, ISO 8601) and C(text) (C([pft <severity>] <subject>: <body>), which
     Slack- and Mattermost-style incoming webhooks show as is). Any 2xx answer counts as delivered; redirects are
     not followed. Proxies come from the environment (C(https_proxy), C(no_proxy)).
   - Every channel has a deadline (its own O(mail.timeout), O(webhook.timeout)) and all of them together have
@@ -47,7 +47,7 @@ options:
     description: One line saying what happened, for example V(node03 evacuated to spare1).
     type: str
     required: true
-  message:
+  body:
     description: More text. Mail and webhook keep its newlines; syslog escapes them.
     type: str
   details:
@@ -57,7 +57,7 @@ options:
     description: Send to the local syslog.
     type: bool
     default: true
-  syslog_facility:
+  facility:
     description: Syslog facility.
     type: str
     choices: [user, daemon, local0, local1, local2, local3, local4, local5, local6, local7]
@@ -197,7 +197,7 @@ EXAMPLES = r"""
   pft_alert:
     severity: critical
     subject: "node03 evacuated to spare1"
-    message: "CPU1 Temp 91 C >= upper_critical 85 C for 3 samples"
+    body: "CPU1 Temp 91 C >= upper_critical 85 C for 3 samples"
     details:
       node: node03
       target: spare1
@@ -210,7 +210,7 @@ EXAMPLES = r"""
     severity: warning
     subject: "{{ pft_node }} pre-staged on {{ pft_target }}"
     details: "{{ pft_audit_record }}"
-    syslog_facility: daemon
+    facility: daemon
     mail:
       host: smtp.example.org
       port: 587
@@ -285,10 +285,10 @@ def main():
         argument_spec=dict(
             severity=dict(type="str", choices=list(SEVERITIES), default="warning"),
             subject=dict(type="str", required=True),
-            message=dict(type="str"),
+            body=dict(type="str"),
             details=dict(type="dict"),
             syslog=dict(type="bool", default=True),
-            syslog_facility=dict(type="str", choices=list(FACILITIES), default="user"),
+            facility=dict(type="str", choices=list(FACILITIES), default="user"),
             syslog_ident=dict(type="str", default="pft"),
             syslog_socket=dict(type="path", default="/dev/log"),
             mail=dict(type="dict", options={
@@ -342,8 +342,8 @@ def main():
     except WatchError as exc:
         module.fail_json(msg=str(exc))
     try:
-        alert = Alert(p["severity"], p["subject"], message=p["message"], details=p["details"])
-        channels, invalid = build_channels(syslog=p["syslog"], syslog_facility=p["syslog_facility"],
+        alert = Alert(p["severity"], p["subject"], message=p["body"], details=p["details"])
+        channels, invalid = build_channels(syslog=p["syslog"], syslog_facility=p["facility"],
                                            syslog_ident=p["syslog_ident"], syslog_socket=p["syslog_socket"],
                                            mail=p["mail"], webhook=p["webhook"])
         out = send_alert(alert, channels, deadline=p["deadline"], check_mode=check, invalid=invalid)

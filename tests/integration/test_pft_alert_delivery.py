@@ -349,10 +349,10 @@ PLAYBOOK = """
       pft_alert:
         severity: critical
         subject: node03 evacuated to spare1
-        message: "CPU1 Temp 91 >= 85\\nfor 3 samples"
+        body: "CPU1 Temp 91 >= 85\\nfor 3 samples"
         details: {node: node03, sensors: {"CPU1 Temp": 91}}
         syslog_socket: "{{ syslog_socket }}"
-        syslog_facility: local5
+        facility: local5
         mail:
           host: 127.0.0.1
           port: "{{ smtp_port }}"
