@@ -21,7 +21,7 @@ description:
     publishes on every run stays idempotent.
 version_added: "0.1.0"
 author:
-  - pft developers
+  - pft contributors
 options:
   guests:
     description: Names of the guests running on the node (an empty list publishes 0 guests).

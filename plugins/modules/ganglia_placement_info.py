@@ -25,7 +25,7 @@ description:
   - Read-only. Fails, naming every endpoint and its error, when Ganglia is unreachable or its XML is malformed.
 version_added: "0.2.0"
 author:
-  - pft developers
+  - pft contributors
 options:
   nodes:
     description: The nodes to report (usually the compute group). Names are matched to Ganglia host names

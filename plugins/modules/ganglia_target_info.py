@@ -30,7 +30,7 @@ description:
     truncated; it never makes up a target.
 version_added: "0.1.0"
 author:
-  - pft developers
+  - pft contributors
 options:
   candidates:
     description: Hosts that may receive the guest (usually a group). Names are matched to Ganglia host names

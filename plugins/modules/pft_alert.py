@@ -36,7 +36,7 @@ description:
   - Reports C(changed=true) when an alert was sent (in check mode, would be sent).
 version_added: "0.1.0"
 author:
-  - pft developers
+  - pft contributors
 options:
   severity:
     description: How bad it is.

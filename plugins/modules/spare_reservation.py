@@ -26,7 +26,7 @@ description:
   - The directory must be on a local file system of the controller (C(flock) does not lock across NFS clients).
 version_added: "0.1.0"
 author:
-  - pft developers
+  - pft contributors
 options:
   state:
     description: What to do.

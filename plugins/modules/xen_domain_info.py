@@ -27,7 +27,7 @@ description:
   - Read-only.
 version_added: "0.1.0"
 author:
-  - pft developers
+  - pft contributors
 options:
   name:
     description:

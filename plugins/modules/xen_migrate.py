@@ -56,7 +56,7 @@ description:
     the guest still runs here exactly once (the safe outcome) or names what was found on both hosts."
 version_added: "0.1.0"
 author:
-  - pft developers
+  - pft contributors
 options:
   guest:
     description: Name of the guest domain.

@@ -34,7 +34,7 @@ description:
     balloon and the checkpoint are only predicted.
 version_added: "0.1.0"
 author:
-  - pft developers
+  - pft contributors
 options:
   guest:
     description: Name of the guest domain (running on this host).

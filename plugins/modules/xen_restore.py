@@ -25,7 +25,7 @@ description:
     restore is only predicted.
 version_added: "0.1.0"
 author:
-  - pft developers
+  - pft contributors
 options:
   guest:
     description: Name of the guest domain.
