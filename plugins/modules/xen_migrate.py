@@ -159,7 +159,9 @@ EXAMPLES = r"""
 
 - name: Show the per-round page counts
   ansible.builtin.debug:
-    msg: "{{ pft_migration.stats.iterations | map(attribute='pages') | list }} then {{ pft_migration.stats.final_round_pages }}"
+    msg: >-
+      {{ pft_migration.stats.iterations | map(attribute='pages') | list }}
+      then {{ pft_migration.stats.final_round_pages }}
 
 - name: Stop-and-copy instead of live migration
   xen_migrate:
