@@ -26,7 +26,7 @@ attributes:
 """
 
     # The controller state directory of the watch modules (pft_watch_decide, pft_quarantine,
-    # pft_audit); the matching argument spec is pft_watch.STATE_ARGS.
+    # pft_audit); the matching argument spec is pft_state.STATE_ARGS.
     STATE_DIR = r"""
 options:
   state_dir:

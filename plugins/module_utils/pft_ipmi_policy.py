@@ -21,6 +21,8 @@ from __future__ import absolute_import, division, print_function
 
 import fnmatch
 
+from ansible.module_utils.pft_common import VERDICT_RANK
+
 __metaclass__ = type
 
 OK = "ok"
@@ -31,8 +33,8 @@ VERDICTS = (OK, WARNING, CRITICAL, UNKNOWN)
 # The ordinal scale that hysteresis works on; unknown is kept apart.
 LEVEL = {OK: 0, WARNING: 1, CRITICAL: 2}
 LEVEL_NAME = {0: OK, 1: WARNING, 2: CRITICAL}
-# Node verdict precedence: evidence of trouble beats missing evidence.
-RANK = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
+# Node verdict precedence: evidence of trouble beats missing evidence (pft_common's, one for all of pft).
+RANK = VERDICT_RANK
 
 THRESHOLD_KEYS = ("lower_critical", "lower_warning", "upper_warning", "upper_critical")
 

@@ -10,7 +10,7 @@ runs. The controller lock makes those steps of one playbook run exclusive.
 
 No process of the playbook lives from one task to the next, so the lock is a lease held by the
 ``ansible-playbook`` process itself: ``<state_dir>/controller-lock.json`` names it (pid and start
-time, see :func:`pft_watch.controller_identity`), the playbook and why. A lease whose process is
+time, see :func:`pft_state.controller_identity`), the playbook and why. A lease whose process is
 gone (a killed run) is free: nobody has to clean up after a crash. Taking and giving it back
 happen under the state directory's ``flock``; a holder takes it again at no cost (re-entrant).
 """
@@ -19,15 +19,8 @@ from __future__ import annotations
 import os
 import time
 
-from ansible.module_utils.pft_common import CONTROLLER_LEASE_FILE
-from ansible.module_utils.pft_watch import (
-    DEFAULT_LOCK_TIMEOUT,
-    StateDir,
-    WatchError,
-    controller_identity,
-    iso,
-    process_alive,
-)
+from ansible.module_utils.pft_common import CONTROLLER_LEASE_FILE, DEFAULT_LOCK_TIMEOUT, utc_iso
+from ansible.module_utils.pft_state import StateDir, WatchError, controller_identity, process_alive
 
 LEASE = CONTROLLER_LEASE_FILE
 
@@ -68,7 +61,7 @@ def acquire(directory, holder, wait=60.0, identity=None, dry_run=False, clock=ti
             free = lease is None or not alive(lease)
             if free:
                 now = clock()
-                mine = dict(identity, holder=holder, since=round(now, 3), at=iso(now))
+                mine = dict(identity, holder=holder, since=round(now, 3), at=utc_iso(now))
                 if not dry_run:
                     store.write_json(LEASE, mine)
                 return {"changed": True, "held_by": mine, "took_over": lease,

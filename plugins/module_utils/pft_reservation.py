@@ -30,20 +30,37 @@ Semantics
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import re
 import time
 import uuid
 
-DEFAULT_DIR = "/var/lib/pft/reservations"
+from ansible.module_utils.pft_common import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_STATE_DIR,
+    LOCK_FILE,
+    NODE,
+    RESERVATIONS_DIR,
+    FileLock,
+    JsonFileError,
+    LockBusy,
+    LockError,
+    NameRule,
+    atomic_write,
+    check_name,
+    os_error_text,
+    read_json,
+    sync_dir,
+    utc_iso,
+)
+
+DEFAULT_DIR = os.path.join(DEFAULT_STATE_DIR, RESERVATIONS_DIR)
 DEFAULT_TTL = 1800
-DEFAULT_LOCK_TIMEOUT = 30.0
-LOCK_NAME = ".lock"
+LOCK_NAME = LOCK_FILE
 SUFFIX = ".json"
-_HOST_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
+# A reserved host is a node of the cluster (pft_common.NODE); the message says what it is for.
+HOST = NameRule(NODE.regex.pattern, "is not usable for a reservation (letters, digits, _ . : - ; "
+                "not starting with . or -)")
 
 
 class ReservationError(Exception):
@@ -51,10 +68,7 @@ class ReservationError(Exception):
 
 
 def check_host(host):
-    if not isinstance(host, str) or not _HOST_RE.match(host):
-        raise ReservationError("host name %r is not usable for a reservation (letters, digits, _ . : - ; "
-                               "not starting with . or -)" % (host,))
-    return host
+    return check_name("host", host, rule=HOST, error=ReservationError)
 
 
 def check_owner(owner):
@@ -62,6 +76,13 @@ def check_owner(owner):
         raise ReservationError("reservation owner %r must be a non-empty single-line string (<= 512 chars)"
                                % (owner,))
     return owner
+
+
+def _corrupt(path, exc):
+    """The ReservationError of a reservation file that is not one (``exc``: what was wrong)."""
+    return ReservationError("reservation file %s is corrupt (%s%s); move it aside once no evacuation uses its host"
+                            % (path, "missing field " if isinstance(exc, KeyError) else "",
+                               (str(exc).splitlines() or [type(exc).__name__])[0]))
 
 
 class Reservation:
@@ -109,60 +130,44 @@ class ReservationStore:
         try:
             os.makedirs(self.directory, mode=0o750, exist_ok=True)
         except OSError as exc:
-            raise ReservationError("reservation directory %s: cannot create it: %s [%s]"
-                                   % (self.directory, exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)))
+            raise ReservationError("reservation directory %s: cannot create it: %s"
+                                   % (self.directory, os_error_text(exc))) from exc
         if not os.path.isdir(self.directory):
             raise ReservationError("reservation directory %s is not a directory" % self.directory)
 
     def _lock(self):
-        """Exclusive flock on <dir>/.lock with a deadline; returns the open fd."""
+        """Exclusive flock on <dir>/.lock with a deadline; returns the held :class:`FileLock`."""
         self._ensure_dir()
-        path = os.path.join(self.directory, LOCK_NAME)
+        lock = FileLock(os.path.join(self.directory, LOCK_NAME), timeout=self.lock_timeout, mode=0o640, poll=0.01)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except OSError as exc:
-            raise ReservationError("reservation directory %s: cannot open the lock file %s: %s [%s]"
-                                   % (self.directory, LOCK_NAME, exc.strerror or exc,
-                                      errno.errorcode.get(exc.errno, exc.errno)))
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise ReservationError("reservation directory %s: cannot lock %s: %s [%s]"
-                                           % (self.directory, LOCK_NAME, exc.strerror or exc,
-                                              errno.errorcode.get(exc.errno, exc.errno)))
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise ReservationError("reservation lock %s still held by another process after %.1f s"
-                                       % (path, self.lock_timeout))
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            lock.acquire()
+        except LockBusy:
+            raise ReservationError("reservation lock %s still held by another process after %.1f s"
+                                   % (lock.path, self.lock_timeout)) from None
+        except LockError as err:
+            if not isinstance(err.__cause__, OSError):
+                raise ReservationError("reservation directory %s: %s" % (self.directory, err)) from err
+            what = "open the lock file" if str(err).startswith("cannot open") else "lock"
+            raise ReservationError("reservation directory %s: cannot %s %s: %s"
+                                   % (self.directory, what, LOCK_NAME, os_error_text(err.__cause__))) from err
+        return lock
 
     @staticmethod
-    def _unlock(fd):
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def _unlock(lock):
+        if lock is not None:
+            lock.release()
 
     def _read(self, path):
         try:
-            with open(path, "r", encoding="utf-8") as handle:
-                data = json.load(handle)
-            return Reservation.from_dict(data)
+            return Reservation.from_dict(read_json(path))
         except FileNotFoundError:
             return None
+        except JsonFileError as err:
+            raise _corrupt(path, err.cause) from err
         except OSError as exc:
-            raise ReservationError("reservation file %s: cannot read it: %s [%s]"
-                                   % (path, exc.strerror or exc, errno.errorcode.get(exc.errno, exc.errno)))
+            raise ReservationError("reservation file %s: cannot read it: %s" % (path, os_error_text(exc))) from exc
         except (ValueError, KeyError, TypeError) as exc:
-            raise ReservationError("reservation file %s is corrupt (%s%s); move it aside once no evacuation uses "
-                                   "its host" % (path, "missing field " if isinstance(exc, KeyError) else "",
-                                                 (str(exc).splitlines() or [type(exc).__name__])[0]))
+            raise _corrupt(path, exc) from exc
 
     def _write_new(self, reservation):
         """Create <host>.json atomically and durably (the directory is fsynced); False if it already exists."""
@@ -186,9 +191,8 @@ class ReservationStore:
                     pass
             sync_dir(self.directory)
         except OSError as exc:
-            raise ReservationError("reservation directory %s: cannot write %s: %s [%s]"
-                                   % (self.directory, os.path.basename(final), exc.strerror or exc,
-                                      errno.errorcode.get(exc.errno, exc.errno)))
+            raise ReservationError("reservation directory %s: cannot write %s: %s"
+                                   % (self.directory, os.path.basename(final), os_error_text(exc))) from exc
         return True
 
     # -- API ----------------------------------------------------------------
@@ -216,14 +220,15 @@ class ReservationStore:
 
         The owner's own live reservation of one of ``hosts`` is returned; when ``purpose`` differs (a
         pre-stage becoming the evacuation) it is re-written with the new purpose, and its expiry is
-        extended to ``ttl`` from now if that is later. Returns ``{"host", "reservation", "changed", "skipped", "reclaimed", "reason"}``;
+        extended to ``ttl`` from now if that is later. Returns ``{"host", "reservation", "changed", "skipped",
+        "reclaimed", "reason"}``;
         ``host`` is None when every host holds a live reservation of another owner.
         """
         check_owner(owner)
         hosts = [check_host(h) for h in hosts]
         if not isinstance(ttl, (int, float)) or ttl <= 0:
             raise ReservationError("reservation ttl must be > 0 seconds, got %r" % (ttl,))
-        fd = None if dry_run else self._lock()
+        lock = None if dry_run else self._lock()
         try:
             now = self.clock()
             current = {r.host: r for r in self.list()}
@@ -258,7 +263,7 @@ class ReservationStore:
                     continue
                 return {"host": host, "reservation": new.as_dict(now), "changed": True, "skipped": skipped,
                         "reclaimed": reclaimed,
-                        "reason": "%s reserved for %s until %s" % (host, owner, _iso(new.expires))}
+                        "reason": "%s reserved for %s until %s" % (host, owner, utc_iso(new.expires))}
             if not hosts:
                 reason = "no spare: no hosts given"
             else:
@@ -267,26 +272,16 @@ class ReservationStore:
             return {"host": None, "reservation": None, "changed": bool(reclaimed), "skipped": skipped,
                     "reclaimed": reclaimed, "reason": reason}
         finally:
-            self._unlock(fd)
+            self._unlock(lock)
 
     def _replace(self, reservation):
         """Re-write the caller's own reservation (same id) in place, atomically; under the lock."""
         final = self._path(reservation.host)
-        tmp = os.path.join(self.directory, ".%s.%s.new" % (reservation.host, uuid.uuid4().hex[:8]))
         try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(reservation.as_dict(), handle, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
-            sync_dir(self.directory)
+            atomic_write(final, json.dumps(reservation.as_dict(), sort_keys=True), mode=0o640)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise ReservationError("reservation directory %s: cannot re-write %s: %s [%s]" % (
-                self.directory, os.path.basename(final), exc.strerror or exc, errno.errorcode.get(exc.errno, "?")))
+            raise ReservationError("reservation directory %s: cannot re-write %s: %s" % (
+                self.directory, os.path.basename(final), os_error_text(exc))) from exc
 
     def _remove_if_same(self, reservation):
         path = self._path(reservation.host)
@@ -310,7 +305,7 @@ class ReservationStore:
             hosts = [check_host(h) for h in hosts]
         if dry_run and not os.path.isdir(self.directory):
             return {"released": [], "refused": {}, "absent": list(hosts or []), "changed": False}
-        fd = None if dry_run else self._lock()
+        lock = None if dry_run else self._lock()
         try:
             now = self.clock()
             current = {r.host: r for r in self.list()}
@@ -330,13 +325,13 @@ class ReservationStore:
                     absent.append(host)
             return {"released": released, "refused": refused, "absent": absent, "changed": bool(released)}
         finally:
-            self._unlock(fd)
+            self._unlock(lock)
 
     def reclaim(self, dry_run=False):
         """Remove expired reservations; returns the list removed (or that would be)."""
         if not os.path.isdir(self.directory):
             return []
-        fd = None if dry_run else self._lock()
+        lock = None if dry_run else self._lock()
         try:
             now = self.clock()
             removed = []
@@ -345,20 +340,5 @@ class ReservationStore:
                     removed.append(reservation.as_dict(now))
             return removed
         finally:
-            self._unlock(fd)
+            self._unlock(lock)
 
-
-def sync_dir(directory):
-    """fsync a directory, so that a file just linked or renamed into it survives a crash."""
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:      # EINVAL: a file system that cannot sync a directory
-            raise
-    finally:
-        os.close(dfd)
-
-
-def _iso(timestamp):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

@@ -11,16 +11,17 @@ the migration (docs/performance.md, P2). :func:`select_work` does the same steps
 the placement and the ranking come from the same snapshot.
 
 Nothing here is new logic: placement is :func:`pft_ganglia.guest_placement`, ranking
-:func:`pft_ganglia.rank_targets`, reservations :class:`pft_reservation.ReservationStore`, quarantine and
-journal :mod:`pft_watch`. ``dry_run`` (check mode) reserves and journals nothing and returns the
-same answer.
+:func:`pft_ganglia.rank_targets`, reservations :class:`pft_reservation.ReservationStore`, reservation owners
+:func:`pft_decide.owner_for`, quarantine and journal :mod:`pft_state`. ``dry_run`` (check mode)
+reserves and journals nothing and returns the same answer.
 """
 from __future__ import annotations
 
 import re
 import time
 
-from ansible.module_utils.pft_common import state_paths
+from ansible.module_utils.pft_common import DEFAULT_LOCK_TIMEOUT, state_paths
+from ansible.module_utils.pft_decide import BY, owner_for, purpose_for
 from ansible.module_utils.pft_ganglia import (
     DEFAULT_GUEST_MEMORY_METRIC,
     DEFAULT_GUEST_NAMES_METRIC,
@@ -31,15 +32,7 @@ from ansible.module_utils.pft_ganglia import (
     read_ganglia,
 )
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore
-from ansible.module_utils.pft_watch import (
-    BY,
-    DEFAULT_LOCK_TIMEOUT,
-    WatchError,
-    audit,
-    owner_for,
-    purpose_for,
-    quarantine,
-)
+from ansible.module_utils.pft_state import WatchError, audit, quarantine
 
 ACTIONS = ("evacuate", "prestage")
 TRANSIENT_RE = re.compile(r".*--(incoming|migratedaway)$")

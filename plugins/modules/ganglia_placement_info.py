@@ -106,7 +106,14 @@ endpoint_errors:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible.module_utils.pft_ganglia import (  # noqa: E402
-    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, READ_ARGS, GangliaError, check_read_args, guest_placement, read_ganglia)
+    DEFUSEDXML_IMPORT_ERROR,
+    HAS_DEFUSEDXML,
+    READ_ARGS,
+    GangliaError,
+    check_read_args,
+    guest_placement,
+    read_ganglia,
+)
 
 
 def main():

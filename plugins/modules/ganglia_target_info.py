@@ -218,8 +218,16 @@ reservations:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible.module_utils.pft_ganglia import (  # noqa: E402
-    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, RANK_ARGS, READ_ARGS, GangliaError, check_read_args,
-    criteria_from_params, rank_targets, read_ganglia)
+    DEFUSEDXML_IMPORT_ERROR,
+    HAS_DEFUSEDXML,
+    RANK_ARGS,
+    READ_ARGS,
+    GangliaError,
+    check_read_args,
+    criteria_from_params,
+    rank_targets,
+    read_ganglia,
+)
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore  # noqa: E402
 
 

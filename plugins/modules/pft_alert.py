@@ -276,8 +276,16 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.pft_alert import (  # noqa: E402
-    FACILITIES, SEVERITIES, WEBHOOK_METHODS, Alert, AlertError, build_channels, send_alert, summary)
-from ansible.module_utils.pft_watch import WatchError, alert_due, remember_alert  # noqa: E402
+    FACILITIES,
+    SEVERITIES,
+    WEBHOOK_METHODS,
+    Alert,
+    AlertError,
+    build_channels,
+    send_alert,
+    summary,
+)
+from ansible.module_utils.pft_state import WatchError, alert_due, remember_alert  # noqa: E402
 
 
 def main():

@@ -210,7 +210,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.pft_failure import fail  # noqa: E402
-from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, audit, reconcile  # noqa: E402
+from ansible.module_utils.pft_state import STATE_ARGS, WatchError, audit, reconcile  # noqa: E402
 
 
 def main():

@@ -160,7 +160,8 @@ def main():
         supports_check_mode=True,
     )
     try:
-        entries = normalize(module.params["files"] + [dict(path=path, state="absent") for path in module.params["absent"]])
+        absent = [dict(path=path, state="absent") for path in module.params["absent"]]
+        entries = normalize(module.params["files"] + absent)
         planned = plan(entries)
         if not module.check_mode:
             apply(entries, planned, validate_timeout=module.params["validate_timeout"])

@@ -87,7 +87,7 @@ msg:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_lease import acquire, release  # noqa: E402
-from ansible.module_utils.pft_watch import STATE_ARGS, WatchError  # noqa: E402
+from ansible.module_utils.pft_state import STATE_ARGS, WatchError  # noqa: E402
 
 
 def main():

@@ -98,7 +98,8 @@ quarantined:
   description: Quarantined nodes after the task (as they would be, in check mode), with since, reason and record.
   returned: always
   type: dict
-  sample: {compute1: {at: "2026-11-23T13:02:10Z", reason: "CPU1 Temp 92 >= 85", record: 20261123T130140Z-compute1-a1b2c3}}
+  sample:
+    compute1: {at: "2026-11-23T13:02:10Z", reason: "CPU1 Temp 92 >= 85", record: 20261123T130140Z-compute1-a1b2c3}
 held:
   description: True when the anti-flap rule keeps the node quarantined (O(state=absent)).
   returned: always
@@ -119,7 +120,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.pft_failure import fail  # noqa: E402
-from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, quarantine  # noqa: E402
+from ansible.module_utils.pft_state import STATE_ARGS, WatchError, quarantine  # noqa: E402
 
 
 def main():

@@ -162,9 +162,10 @@ summary:
 
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pft_decide import run_decide  # noqa: E402
 from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_reservation import ReservationError  # noqa: E402
-from ansible.module_utils.pft_watch import STATE_ARGS, WatchError, run_decide  # noqa: E402
+from ansible.module_utils.pft_state import STATE_ARGS, WatchError  # noqa: E402
 
 
 def main():

@@ -205,9 +205,15 @@ endpoint_errors:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_ganglia import (  # noqa: E402
-    DEFUSEDXML_IMPORT_ERROR, HAS_DEFUSEDXML, RANK_ARGS, READ_ARGS, check_read_args, criteria_from_params)
+    DEFUSEDXML_IMPORT_ERROR,
+    HAS_DEFUSEDXML,
+    RANK_ARGS,
+    READ_ARGS,
+    check_read_args,
+    criteria_from_params,
+)
 from ansible.module_utils.pft_select import select_work  # noqa: E402
-from ansible.module_utils.pft_watch import STATE_ARGS, WatchError  # noqa: E402
+from ansible.module_utils.pft_state import STATE_ARGS, WatchError  # noqa: E402
 
 
 def main():

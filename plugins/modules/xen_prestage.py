@@ -26,10 +26,10 @@ description:
   - "With O(checkpoint=true) it keeps a checkpoint image of the guest on the target: C(xl save -c) here into
     C(/var/lib/pft/checkpoints/GUEST.save) (the guest keeps running afterwards, but it is B(stopped for the
     whole save), reported as C(pause_s); the local image is removed after the transfer), then it asks the
-    target for the per-block sha256 sums of its image
-    (C(pft-ckpt-sums)) and sends only the blocks that differ (C(pft-ckpt-put)), through the same restricted
-    migration key. The target applies them to a copy of its image, checks the whole-file sha256, fsyncs it and
-    renames it into place; on any error its previous image stays as it was. Restore it with M(xen_restore)."
+    target for the per-block sha256 sums of its image (C(pft-ckpt-sums)) and sends only the blocks that differ
+    (C(pft-ckpt-put)), through the same restricted migration key. The target applies them to a copy of its
+    image, checks the whole-file sha256, fsyncs it and renames it into place; on any error its previous image
+    stays as it was. Restore it with M(xen_restore)."
   - Each step is reported with its duration in RV(steps). In check mode the probes run (read-only) and the
     balloon and the checkpoint are only predicted.
 version_added: "0.1.0"

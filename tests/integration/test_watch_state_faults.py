@@ -15,19 +15,16 @@ import re
 import subprocess
 import sys
 
-import pytest
-import yaml
-
-from ansible.module_utils.pft_watch import audit, quarantine, read_audit
-from ansible.module_utils.pft_reservation import ReservationStore
-
 import pft_audit
 import pft_quarantine
 import pft_watch_decide
+import pytest
 import spare_reservation
-
-from pft_paths import REPO
+import yaml
+from ansible.module_utils.pft_reservation import ReservationStore
+from ansible.module_utils.pft_state import audit, quarantine, read_audit
 from pft_module_run import run_module
+from pft_paths import REPO
 
 pytestmark = pytest.mark.integration
 

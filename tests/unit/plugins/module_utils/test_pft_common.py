@@ -216,8 +216,8 @@ def test_read_json(tmp_path):
 
 
 # --------------------------------------------------------------------------- names
-# The cases of the tests of pft_xen.check_name (rule DOMAIN), pft_watch.check_name (rule NODE: node names
-# in test_pft_watch) and pft_reservation.check_host (the same expression as NODE), and pft_xen.check_host.
+# The cases of the tests of pft_xen.check_name (rule DOMAIN), the node names of pft_state (rule NODE: in
+# test_pft_state) and pft_reservation.check_host (the expression of NODE), and pft_xen.check_host.
 
 
 @pytest.mark.parametrize("name", ["guest1", "g-1.a_b", "A"])
@@ -264,13 +264,12 @@ def _old(module, *names):
 
 
 def test_the_old_functions_agree():
-    # While pft_xen and pft_watch keep their own copies, both rules must say what they say.
-    pft_watch, pft_xen = _old("pft_watch", "check_name", "WatchError"), _old("pft_xen", "check_name", "XenError")
+    # While pft_xen keeps its own copy, the rule must say what it says (pft_state and pft_reservation use NODE).
+    pft_xen = _old("pft_xen", "check_name", "XenError")
     cases = ["guest1", "g-1.a_b", "A", "", "Domain-0", "-x", "a b", "a;id", "$(id)", "x" * 65, "x" * 254, None,
              "c1", "10.0.0.1", "fe80::1", "_x", ".hidden", "../etc", "a/b"]
     for case in cases:
-        for old, old_err, rule in ((lambda n: pft_xen.check_name(n), pft_xen.XenError, DOMAIN),
-                                   (lambda n: pft_watch.check_name("node", n), pft_watch.WatchError, NODE)):
+        for old, old_err, rule in ((lambda n: pft_xen.check_name(n), pft_xen.XenError, DOMAIN),):
             try:
                 old(case)
                 old_ok = True
@@ -306,8 +305,8 @@ def test_verdict_order():
 
 
 def test_verdict_order_is_that_of_ipmi_and_watch():
-    pft_ipmi, pft_watch = _old("pft_ipmi", "RANK"), _old("pft_watch", "LEVELS")
-    assert VERDICT_RANK == pft_ipmi.RANK == pft_watch.LEVELS
+    pft_ipmi, pft_ipmi_policy = _old("pft_ipmi", "RANK"), _old("pft_ipmi_policy", "RANK")
+    assert VERDICT_RANK is pft_ipmi_policy.RANK and pft_ipmi.RANK is VERDICT_RANK
 
 
 def test_state_paths():

@@ -11,10 +11,9 @@ import json
 import os
 
 import pytest
-
 from ansible.module_utils.pft_ganglia import GangliaUnreachable, parse_xml
 from ansible.module_utils.pft_select import select_work
-from ansible.module_utils.pft_watch import WatchError, quarantine
+from ansible.module_utils.pft_state import WatchError, quarantine
 from test_pft_ganglia import ganglia_xml, host_xml, metric_xml
 
 NODES = ["compute1", "compute2", "compute3", "compute4"]

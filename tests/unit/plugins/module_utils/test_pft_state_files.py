@@ -4,23 +4,20 @@
 reservation directories, durability (fsync of the directory), and the modules' failure messages.
 
 A real full disk and a read-only state directory are in tests/integration/test_watch_state_faults.py;
-here the faults are simulated (os.write writing half, os.rename failing...) on real files.
+here the faults are simulated (os.write writing half, os.replace failing...) on real files.
 """
 import errno
-import json
 import os
-
-import pytest
-
-from ansible.module_utils import pft_reservation, pft_watch
-from ansible.module_utils.pft_reservation import ReservationError, ReservationStore
-from ansible.module_utils.pft_watch import StateDir, WatchError, audit, read_audit
 
 import pft_audit
 import pft_quarantine
 import pft_watch_decide
 import pft_watch_select
+import pytest
 import spare_reservation
+from ansible.module_utils import pft_reservation, pft_state
+from ansible.module_utils.pft_reservation import ReservationError, ReservationStore
+from ansible.module_utils.pft_state import StateDir, WatchError, audit, read_audit
 from pft_module_run import run_module
 
 REAL_WRITE = os.write
@@ -48,7 +45,7 @@ def fail_writes_to(monkeypatch, suffix, script):
         if isinstance(step, int):
             raise OSError(step, os.strerror(step))
         return REAL_WRITE(fd, data)
-    monkeypatch.setattr(pft_watch.os, "write", fake)
+    monkeypatch.setattr(pft_state.os, "write", fake)
     return calls
 
 
@@ -93,7 +90,7 @@ def test_a_short_write_is_continued_into_one_whole_line(tmp_path, monkeypatch):
 
 def test_a_write_that_makes_no_progress_fails_and_writes_nothing(tmp_path, monkeypatch):
     d = str(tmp_path)
-    monkeypatch.setattr(pft_watch.os, "write",
+    monkeypatch.setattr(pft_state.os, "write",
                         lambda fd, data: 0 if fd_path(fd).endswith("audit.jsonl") else REAL_WRITE(fd, data))
     with pytest.raises(WatchError, match=r"cannot append a record to audit.jsonl: short write: 0 of \d+ bytes"):
         audit(d, "event", record={"node": "c1"})
@@ -111,7 +108,7 @@ def test_failed_fsync_of_the_audit_log_undoes_the_append(tmp_path, monkeypatch):
             state["failed"] = True
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         return real_fsync(fd)
-    monkeypatch.setattr(pft_watch.os, "fsync", fsync)
+    monkeypatch.setattr(pft_state.os, "fsync", fsync)
     with pytest.raises(WatchError, match=r"audit.jsonl: Input/output error \[EIO\]"):
         audit(d, "completed", record_id=rid, outcome="migrated")
     assert os.path.getsize(os.path.join(d, "audit.jsonl")) == 0
@@ -156,16 +153,16 @@ def test_audit_query_filters_by_outcome_and_keeps_the_last(tmp_path):
 # -- state files: OSErrors name the directory, the file and the cause --------------------------------
 def test_write_json_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch):
     events = []
-    real_fsync, real_rename = os.fsync, os.rename
-    monkeypatch.setattr(pft_watch.os, "fsync", lambda fd: (events.append(("fsync", fd_path(fd))), real_fsync(fd))[1])
-    monkeypatch.setattr(pft_watch.os, "rename",
-                        lambda a, b: (events.append(("rename", b)), real_rename(a, b))[1])
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(pft_state.os, "fsync", lambda fd: (events.append(("fsync", fd_path(fd))), real_fsync(fd))[1])
+    monkeypatch.setattr(pft_state.os, "replace",       # pft_common.atomic_write renames with os.replace
+                        lambda a, b: (events.append(("rename", b)), real_replace(a, b))[1])
     store = StateDir(str(tmp_path))
     store.ensure()
     store.write_json(os.path.join("journal", "x.json"), {"a": 1})
     journal = str(tmp_path / "journal")
     assert [e[0] for e in events] == ["fsync", "rename", "fsync"], events
-    assert events[0][1].startswith(os.path.join(journal, "x.json.")) and events[2] == ("fsync", journal)
+    assert events[0][1].startswith(os.path.join(journal, ".x.json.")) and events[2] == ("fsync", journal)
     events.clear()
     store.remove(os.path.join("journal", "x.json"))
     assert events == [("fsync", journal)] and not os.path.exists(os.path.join(journal, "x.json"))
@@ -174,9 +171,9 @@ def test_write_json_fsyncs_the_directory_after_the_rename(tmp_path, monkeypatch)
 def test_write_json_error_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
     store = StateDir(str(tmp_path))
 
-    def rename(a, b):
+    def replace(a, b):
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
-    monkeypatch.setattr(pft_watch.os, "rename", rename)
+    monkeypatch.setattr(pft_state.os, "replace", replace)
     with pytest.raises(WatchError) as exc:
         store.write_json("watch-state.json", {"nodes": {}})
     assert str(exc.value) == ("state directory %s: cannot write watch-state.json: %s [EDQUOT]"

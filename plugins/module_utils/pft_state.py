@@ -1,9 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: pft contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The watch loop's memory and its decisions, on the pft controller.
+"""The watch's memory on the pft controller: its state directory and what is kept there.
 
-Everything lives in one state directory (default ``/var/lib/pft``):
+The watch's decisions (:mod:`pft_decide`) read and write it; so do the quarantine, audit, lock and
+alert modules. Everything lives in one state directory (default ``/var/lib/pft``,
+:func:`pft_common.state_paths`):
 
 ``watch-state.json``
     per node: the verdict history of recent watch runs, and the last alert
@@ -26,17 +28,34 @@ mode) computes the same answer and writes nothing.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
 import time
 import uuid
 
-DEFAULT_DIR = "/var/lib/pft"
-DEFAULT_LOCK_TIMEOUT = 30.0
-LEVELS = {"ok": 0, "unknown": 1, "warning": 2, "critical": 3}
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
+from ansible.module_utils.pft_common import (
+    AUDIT_LOG,
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_STATE_DIR,
+    JOURNAL_DIR,
+    LOCK_FILE,
+    QUARANTINE_FILE,
+    VERDICT_ORDER,
+    VERDICT_RANK,
+    WATCH_STATE_FILE,
+    FileLock,
+    JsonFileError,
+    LockBusy,
+    LockError,
+    check_name,
+    read_json,
+    sync_dir,
+    utc_iso,
+    write_json,
+)
+
+DEFAULT_DIR = DEFAULT_STATE_DIR
 _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,200}$")
 
 
@@ -49,19 +68,6 @@ STATE_ARGS = dict(
 
 class WatchError(Exception):
     """A clear message naming the node, record or file at fault."""
-
-
-def check_name(kind, name):
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise WatchError("%s name %r is not usable (letters, digits, _ . : - ; not starting with . or -)"
-                         % (kind, name))
-    return name
-
-
-def iso(ts):
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 class StateDir:
@@ -77,7 +83,7 @@ class StateDir:
         self.directory = directory
         self.lock_timeout = lock_timeout
         self.clock = clock
-        self._fd = None
+        self._lock = None
 
     # -- errors -----------------------------------------------------------
     @staticmethod
@@ -98,83 +104,59 @@ class StateDir:
         return os.path.join(self.directory, *parts)
 
     def ensure(self):
-        for d in (self.directory, self.path("journal")):
+        for d in (self.directory, self.path(JOURNAL_DIR)):
             try:
                 os.makedirs(d, mode=0o750, exist_ok=True)
             except OSError as exc:
-                raise WatchError("state directory %s: cannot create %s: %s" % (self.directory, d, self.cause(exc)))
+                raise WatchError("state directory %s: cannot create %s: %s"
+                                 % (self.directory, d, self.cause(exc))) from exc
 
     def __enter__(self):
         self.ensure()
-        lock = self.path(".lock")
+        lock = FileLock(self.path(LOCK_FILE), timeout=self.lock_timeout)
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise self.error("open the lock file", lock, exc)
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise self.error("lock", lock, exc)
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise WatchError("could not lock %s within %ss (another pft run holds it)"
-                                     % (lock, self.lock_timeout))
-                time.sleep(0.05)
-        self._fd = fd
+            lock.acquire()
+        except LockBusy:
+            raise WatchError("could not lock %s within %ss (another pft run holds it)"
+                             % (lock.path, self.lock_timeout)) from None
+        except LockError as err:
+            if not isinstance(err.__cause__, OSError):
+                raise WatchError("state directory %s: %s" % (self.directory, err)) from err
+            action = "open the lock file" if str(err).startswith("cannot open") else "lock"
+            raise self.error(action, lock.path, err.__cause__) from err
+        self._lock = lock
         return self
 
     def __exit__(self, *exc):
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
+        lock, self._lock = self._lock, None
+        lock.release()
 
     def read_json(self, name, default):
         path = self.path(name)
         try:
-            with open(path) as fh:
-                return json.load(fh)
-        except FileNotFoundError:
-            return default
+            return read_json(path, default)
+        except JsonFileError as err:
+            raise WatchError("state file %s is not valid JSON (%s); move it aside to start afresh"
+                             % (path, err.cause)) from err
         except OSError as exc:
-            raise self.error("read", path, exc)
-        except ValueError as exc:
-            raise WatchError("state file %s is not valid JSON (%s); move it aside to start afresh" % (path, exc))
+            raise self.error("read", path, exc) from exc
 
     def write_json(self, name, data):
-        """Replace ``name`` atomically and durably: a temporary file, fsync, rename, fsync of its directory.
-        On any error the old file stays as it was and the temporary file is removed."""
+        """Replace ``name`` atomically and durably (:func:`pft_common.write_json`: a temporary file,
+        fsync, rename, fsync of its directory). On any error the old file stays as it was and the
+        temporary file is removed."""
         path = self.path(name)
-        text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-        tmp = "%s.%s.tmp" % (path, uuid.uuid4().hex[:8])
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.rename(tmp, path)
-        except BaseException as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(exc, OSError):
-                raise self.error("write", path, exc)
-            raise
-        self.sync_dir(os.path.dirname(path))
+            write_json(path, data, mode=0o640)
+        except OSError as exc:
+            raise self.error("write", path, exc) from exc
 
     def sync_dir(self, directory):
         """fsync ``directory``, so that a rename, a new file or an unlink in it survives a crash."""
-        from ansible.module_utils.pft_reservation import sync_dir
         try:
             sync_dir(directory)
         except OSError as exc:
-            raise self.error("fsync the directory", directory, exc)
+            raise self.error("fsync the directory", directory, exc) from exc
 
     def remove(self, name):
         """Delete ``name`` (a journal entry) durably; a missing file is not an error."""
@@ -184,7 +166,7 @@ class StateDir:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise self.error("remove", path, exc)
+            raise self.error("remove", path, exc) from exc
         self.sync_dir(os.path.dirname(path))
 
     def append_audit(self, record, audit_file=None):
@@ -196,19 +178,19 @@ class StateDir:
         size and a WatchError names the file and the cause. A log whose last line is torn (no newline:
         a crash of an older pft) gets a newline first, so the new record never merges with it;
         :func:`read_audit` skips the torn line with a warning."""
-        path = audit_file or self.path("audit.jsonl")
+        path = audit_file or self.path(AUDIT_LOG)
         line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:
-            raise self.error("open", path, exc)
+            raise self.error("open", path, exc) from exc
         try:
             try:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
             except OSError as exc:
-                raise self.error("read the end of", path, exc)
+                raise self.error("read the end of", path, exc) from exc
             done = 0
             try:
                 while done < len(line):
@@ -226,224 +208,12 @@ class StateDir:
                 except OSError as again:
                     undone = ("and the torn line could not be cut off (%s): readers skip it"
                               % self.cause(again))
-                raise WatchError("%s; %s" % (self.error("append a record to", path, exc), undone))
+                raise WatchError("%s; %s" % (self.error("append a record to", path, exc), undone)) from exc
         finally:
             os.close(fd)
         if size == 0:
             self.sync_dir(os.path.dirname(path))    # a new log: its name must survive a crash too
         return path
-
-
-# -- decisions --------------------------------------------------------------
-def _bad_sensors(node):
-    """The sensors of one ipmi_health_info node result that are not ok, with their values."""
-    out = {}
-    for name, s in sorted((node.get("sensors") or {}).items()):
-        if s.get("verdict", "ok") != "ok" or s.get("pending"):
-            out[name] = {k: s.get(k) for k in ("verdict", "value", "min", "max", "trend_per_min", "reason",
-                                                "pending", "history") if s.get(k) is not None}
-    return out
-
-
-def _lost_sensors(ns, node, now, forget_after):
-    """Sensors this node reported in earlier runs and does not report now (after a run with data).
-
-    ``ns["sensors"]`` maps each sensor the node has reported to when it was last seen. A node that
-    gave no data this run (BMC unreachable) says nothing about its sensors and changes nothing. A
-    sensor missing for longer than ``forget_after`` seconds is forgotten (removed on purpose)."""
-    seen = ns.setdefault("sensors", {})
-    now_names = sorted((node.get("sensors") or {}).keys())
-    if not now_names:
-        return []
-    for name in now_names:
-        seen[name] = round(now, 3)
-    for name in [n for n, t in seen.items() if now - t > forget_after]:
-        del seen[name]
-    return sorted(n for n in seen if n not in now_names)
-
-
-def decide(health, quarantined=(), prestaged=None, state=None, now=None, history_len=20,
-           realert_after=3600.0, prestage_on="warning", evacuate_on="critical", release_after_ok=True,
-           sensor_forget_after=86400.0, policy_id=None):
-    """Turn one health result into a plan; returns ``(plan, new_state)``.
-
-    ``health`` is ipmi_health_info's result (``nodes``). ``quarantined`` are nodes
-    already evacuated (never acted on again until returned to service).
-    ``prestaged`` maps node -> target host reserved for it. ``state`` is the previous
-    watch-state (verdict history and last alerts).
-
-    * a confirmed verdict at ``evacuate_on`` or worse -> evacuate;
-    * at ``prestage_on`` (and below ``evacuate_on``) -> pre-stage a target, unless one is;
-    * ``unknown`` -> alert only, never evacuate;
-    * back to ``ok`` with a pre-staged target -> release it;
-    * a node that no longer reports a sensor it reported in an earlier run reads ``unknown`` (never
-      ``ok`` on a smaller set of evidence), until the sensor is back or ``sensor_forget_after`` s pass;
-      ``policy_id`` names the health rules in force: when it changes, what each node reported before
-      is forgotten (new rules watch other sensors);
-    * a quarantined node that is still bad is evacuated again: the guests whose move failed are
-      still on it (``pft_watch_select`` finds none on a node that has none);
-    * alerts are planned when a node's verdict changes, and again after ``realert_after`` s. They
-      are recorded as sent by ``remember_alert`` once they were sent, never here: a run that dies
-      before sending them plans them again.
-    """
-    if now is None:
-        now = time.time()
-    for name, level in (("prestage_on", prestage_on), ("evacuate_on", evacuate_on)):
-        if level not in ("warning", "critical"):
-            raise WatchError("%s must be warning or critical, got %r" % (name, level))
-    if LEVELS[prestage_on] > LEVELS[evacuate_on]:
-        raise WatchError("prestage_on (%s) must not be worse than evacuate_on (%s)" % (prestage_on, evacuate_on))
-    nodes = (health or {}).get("nodes")
-    if not isinstance(nodes, dict):
-        raise WatchError("health must be the result of ipmi_health_info (a dict with 'nodes'), got %r"
-                         % (type(health).__name__,))
-    quarantined = set(quarantined or ())
-    prestaged = dict(prestaged or {})
-    state = json.loads(json.dumps(state or {}))
-    state.setdefault("nodes", {})
-    if policy_id is not None and state.get("policy_id") != policy_id:
-        for ns in state["nodes"].values():
-            ns.pop("sensors", None)
-        state["policy_id"] = policy_id
-    plan = {"evacuate": [], "prestage": [], "release": [], "alerts": [], "nodes": {}}
-
-    for name in sorted(nodes):
-        node = nodes[name] or {}
-        verdict = node.get("verdict", "unknown")
-        if verdict not in LEVELS:
-            raise WatchError("node %s: unknown verdict %r" % (name, verdict))
-        ns = state["nodes"].setdefault(name, {})
-        lost = _lost_sensors(ns, node, now, sensor_forget_after)
-        if lost and verdict == "ok":
-            verdict = "unknown"
-            node = dict(node, verdict=verdict,
-                        reason="sensor%s %s reported in an earlier run %s missing now (BMC SDR changed, or a "
-                               "sensor failed)" % ("s" if len(lost) > 1 else "", ", ".join(lost),
-                                                  "are" if len(lost) > 1 else "is"))
-        hist = ns.setdefault("history", [])
-        hist.append({"t": round(now, 3), "at": iso(now), "verdict": verdict, "reason": node.get("reason")})
-        del hist[:-history_len]
-        item = {"node": name, "verdict": verdict, "reason": node.get("reason"), "fired": node.get("fired"),
-                "sensors": _bad_sensors(node), "history": list(hist), "error": node.get("error")}
-        bad = LEVELS[verdict] >= LEVELS[evacuate_on] and verdict != "unknown"
-        if name in quarantined and not bad:
-            action = "none"
-            why = "quarantined (already evacuated; return it to service with playbooks/return.yml)"
-        elif bad:
-            action, why = "evacuate", "verdict %s" % verdict
-            if name in quarantined:
-                why += " (quarantined: any guest still on it is moved)"
-                item["quarantined"] = True
-            if name in prestaged:
-                item["prestaged_target"] = prestaged[name]
-            plan["evacuate"].append(item)
-        elif LEVELS[verdict] >= LEVELS[prestage_on] and verdict != "unknown":
-            if name in prestaged:
-                action, why = "none", "already pre-staged on %s" % prestaged[name]
-            else:
-                action, why = "prestage", "verdict %s" % verdict
-                plan["prestage"].append(item)
-        elif verdict == "unknown":
-            action, why = "alert", "health unknown: never evacuate on missing data"
-        elif name in prestaged and release_after_ok:
-            action, why = "release", "back to ok: releasing the pre-staged target %s" % prestaged[name]
-            plan["release"].append({"node": name, "target": prestaged[name]})
-        else:
-            action, why = "none", "ok"
-        plan["nodes"][name] = {"verdict": verdict, "action": action, "why": why}
-
-        last = ns.get("alerted") or {}
-        if verdict != "ok" or last.get("verdict") not in (None, "ok"):
-            changed = last.get("verdict") != verdict
-            stale = last.get("t") is None or now - last["t"] >= realert_after
-            if changed or (verdict != "ok" and stale):
-                severity = {"ok": "info", "unknown": "warning", "warning": "warning", "critical": "critical"}[verdict]
-                if verdict == "ok":
-                    subject = "pft: %s is healthy again" % name
-                else:
-                    subject = "pft: %s is %s: %s" % (name, verdict, node.get("reason") or node.get("error") or "")
-                plan["alerts"].append({"node": name, "verdict": verdict, "severity": severity,
-                                       "subject": subject.strip().rstrip(":"), "action": action,
-                                       "details": {"why": why, "reason": node.get("reason"),
-                                                   "fired": node.get("fired"), "error": node.get("error"),
-                                                   "sensors": item["sensors"]}})
-    # worst first, then by name: critical nodes get the first migration slots
-    plan["evacuate"].sort(key=lambda i: (-LEVELS[i["verdict"]], i["node"]))
-    plan["summary"] = {k: [i["node"] for i in plan[k]] for k in ("evacuate", "prestage")}
-    plan["summary"]["release"] = [i["node"] for i in plan["release"]]
-    plan["summary"]["alert"] = [a["node"] for a in plan["alerts"]]
-    return plan, state
-
-
-OWNER_PREFIX = "pft-"
-# Who moves a guest: the watch (pre-stage or evacuation) or an operator (evacuate.yml). Each has its
-# own reservation owner for the same guest, so one never takes over or frees the other's spare.
-BY = ("watch", "operator")
-# Why a reservation is held (spare_reservation's purpose): the watch releases only its own pre-stages.
-PURPOSES = ("watch-prestage", "watch-evacuate", "operator-evacuate", "manual")
-PRESTAGE = "watch-prestage"
-
-
-def owner_for(node, guest, by="watch"):
-    """The spare reservation owner of one guest's move: ``pft-<by>:<node>/<guest>``."""
-    if by not in BY:
-        raise WatchError("by must be one of %s, got %r" % (", ".join(BY), by))
-    return "%s%s:%s/%s" % (OWNER_PREFIX, by, node, guest)
-
-
-def purpose_for(action, by="watch"):
-    """The reservation purpose of a (by, action): watch-prestage, watch-evacuate, operator-evacuate."""
-    return "%s-%s" % (by, action)
-
-
-def owner_node(owner):
-    """The node of a ``pft-<by>:<node>/<guest>`` owner, or None for any other owner."""
-    if not owner.startswith(OWNER_PREFIX) or "/" not in owner or ":" not in owner.split("/", 1)[0]:
-        return None
-    return owner[len(OWNER_PREFIX):].split("/", 1)[0].split(":", 1)[1]
-
-
-def prestaged_targets(reservation_dir, clock=time.time, owners=False):
-    """node -> target of the live reservations held by the watch's pre-stages (purpose
-    ``watch-prestage``; with ``owners``: node -> list of their owners). Evacuations in progress,
-    an operator's reservations and reservations of older pft versions (no purpose) are not
-    pre-stages: the watch never releases them."""
-    from ansible.module_utils.pft_reservation import ReservationStore
-    out, own = {}, {}
-    for host, res in sorted(ReservationStore(reservation_dir, clock=clock).active().items()):
-        node = owner_node(res.owner)
-        if node and res.purpose == PRESTAGE:
-            out.setdefault(node, host)
-            own.setdefault(node, []).append(res.owner)
-    return (out, own) if owners else out
-
-
-def run_decide(directory, health, quarantined=None, prestaged=None, dry_run=False, clock=time.time,
-               lock_timeout=DEFAULT_LOCK_TIMEOUT, reservation_dir=None, **policy):
-    """decide() with the state directory: quarantine, verdict history, alert memory, and (from
-    ``reservation_dir``) the pre-staged targets when ``prestaged`` is not given."""
-    owners = {}
-    if prestaged is None:
-        prestaged, owners = prestaged_targets(reservation_dir, clock, owners=True) if reservation_dir else ({}, {})
-    store = StateDir(directory, lock_timeout=lock_timeout, clock=clock)
-    if dry_run and not os.path.isdir(directory):
-        plan = decide(health, quarantined or [], prestaged, {}, clock(), **policy)[0]
-        return _with_owners(plan, prestaged, owners)
-    with store:
-        state = store.read_json("watch-state.json", {})
-        if quarantined is None:
-            quarantined = sorted(store.read_json("quarantine.json", {}).get("nodes", {}))
-        plan, new_state = decide(health, quarantined, prestaged, state, clock(), **policy)
-        if not dry_run:
-            store.write_json("watch-state.json", new_state)
-    return _with_owners(plan, prestaged, owners)
-
-
-def _with_owners(plan, prestaged, owners):
-    plan["prestaged"] = prestaged
-    for item in plan["release"]:
-        item["owners"] = owners.get(item["node"], [])
-    return plan
 
 
 def remember_alert(directory, node=None, verdict=None, key=None, value=None, clock=time.time,
@@ -455,35 +225,35 @@ def remember_alert(directory, node=None, verdict=None, key=None, value=None, clo
         raise WatchError("remember_alert needs either node (with verdict) or key (with value)")
     now = round(clock(), 3)
     with StateDir(directory, lock_timeout=lock_timeout, clock=clock) as store:
-        state = store.read_json("watch-state.json", {})
+        state = store.read_json(WATCH_STATE_FILE, {})
         if node is not None:
-            check_name("node", node)
-            if verdict not in LEVELS:
-                raise WatchError("verdict must be one of %s, got %r" % (", ".join(LEVELS), verdict))
+            check_name("node", node, error=WatchError)
+            if verdict not in VERDICT_RANK:
+                raise WatchError("verdict must be one of %s, got %r" % (", ".join(VERDICT_ORDER), verdict))
             state.setdefault("nodes", {}).setdefault(node, {})["alerted"] = {"verdict": verdict, "t": now}
         else:
             state.setdefault("alerts", {})[str(key)] = {"value": value, "t": now}
-        store.write_json("watch-state.json", state)
+        store.write_json(WATCH_STATE_FILE, state)
 
 
 def alert_due(directory, key, value, realert_after, clock=time.time):
     """False when the alert ``key`` was sent with this ``value`` less than ``realert_after`` s ago
     (so a cause that lasts, Ganglia down for example, is not alerted every minute)."""
+    path = os.path.join(directory, WATCH_STATE_FILE)
     try:
-        with open(os.path.join(directory, "watch-state.json")) as fh:
-            last = (json.load(fh).get("alerts") or {}).get(str(key))
-    except FileNotFoundError:
-        return True
-    except ValueError as exc:
+        data = read_json(path, None)
+    except JsonFileError as err:
         raise WatchError("state file %s is not valid JSON (%s); move it aside to start afresh"
-                         % (os.path.join(directory, "watch-state.json"), exc))
+                         % (path, err.cause)) from err
+    if data is None:
+        return True
+    last = (data.get("alerts") or {}).get(str(key))
     return not last or last.get("value") != value or clock() - float(last.get("t") or 0) >= realert_after
 
 
 def verdict_history(directory, node):
     try:
-        with open(os.path.join(directory, "watch-state.json")) as fh:
-            return json.load(fh).get("nodes", {}).get(node, {}).get("history", [])
+        return read_json(os.path.join(directory, WATCH_STATE_FILE)).get("nodes", {}).get(node, {}).get("history", [])
     except (OSError, ValueError):
         return []
 
@@ -497,7 +267,7 @@ def quarantine(directory, state, node=None, reason=None, record=None, flap_windo
     if state not in ("present", "absent", "query"):
         raise WatchError("state must be present, absent or query, got %r" % (state,))
     if state != "query":
-        check_name("node", node)
+        check_name("node", node, error=WatchError)
     if flap_limit < 1:
         raise WatchError("flap_limit must be >= 1, got %r" % (flap_limit,))
     store = StateDir(directory, lock_timeout=lock_timeout, clock=clock)
@@ -505,10 +275,10 @@ def quarantine(directory, state, node=None, reason=None, record=None, flap_windo
         data = {"nodes": {}}
         return _quarantine_apply(data, state, node, reason, record, flap_window, flap_limit, force, clock())
     with store:
-        data = store.read_json("quarantine.json", {"nodes": {}})
+        data = store.read_json(QUARANTINE_FILE, {"nodes": {}})
         out = _quarantine_apply(data, state, node, reason, record, flap_window, flap_limit, force, clock())
         if out["changed"] and not dry_run:
-            store.write_json("quarantine.json", out.pop("_data"))
+            store.write_json(QUARANTINE_FILE, out.pop("_data"))
         out.pop("_data", None)
         return out
 
@@ -520,10 +290,10 @@ def _quarantine_apply(data, state, node, reason, record, flap_window, flap_limit
     if state == "present":
         entry = nodes.get(node)
         if record:
-            history.setdefault(node, []).append({"t": round(now, 3), "at": iso(now), "record": record})
+            history.setdefault(node, []).append({"t": round(now, 3), "at": utc_iso(now), "record": record})
             out["changed"] = True
         if entry is None:
-            nodes[node] = {"since": round(now, 3), "at": iso(now), "reason": reason or "evacuated",
+            nodes[node] = {"since": round(now, 3), "at": utc_iso(now), "reason": reason or "evacuated",
                            "record": record}
             out["changed"] = True
             out["msg"] = "%s quarantined: %s" % (node, reason or "evacuated")
@@ -621,7 +391,7 @@ def read_audit(path):
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise WatchError("cannot read the audit log %s: %s" % (path, StateDir.cause(exc)))
+        raise WatchError("cannot read the audit log %s: %s" % (path, StateDir.cause(exc))) from exc
     return records, warnings
 
 
@@ -639,59 +409,87 @@ def audit(directory, state, record=None, record_id=None, outcome=None, audit_fil
     store = StateDir(directory, lock_timeout=lock_timeout, clock=clock)
     now = clock()
     if state == "query":
-        if limit is not None and limit < 1:
-            raise WatchError("limit must be >= 1, got %r" % (limit,))
-        path = audit_file or store.path("audit.jsonl")
-        records, warnings = read_audit(path)
-        if outcome:
-            records = [r for r in records if r.get("outcome") == outcome]
-        if limit is not None:
-            records = records[-limit:]
-        return {"changed": False, "records": records, "warnings": warnings, "audit_file": path}
+        return _audit_query(store, audit_file, outcome, limit)
     if state == "pending":
-        jdir = store.path("journal")
-        entries = []
-        if os.path.isdir(jdir):
-            try:
-                names = sorted(os.listdir(jdir))
-            except OSError as exc:
-                raise store.error("list", jdir, exc)
-            for fn in names:
-                if fn.endswith(".json"):
-                    try:
-                        with open(os.path.join(jdir, fn)) as fh:
-                            entries.append(json.load(fh))
-                    except (OSError, ValueError) as exc:
-                        entries.append({"id": fn[:-5], "error": "unreadable journal entry: %s" % exc})
-        for entry in entries:
-            # the run that began it still runs (an operator's evacuate.yml, a watch run in its queue):
-            # in progress, nothing for a later run to finish
-            ctl = entry.get("controller")
-            entry["in_progress"] = bool(isinstance(ctl, dict) and process_alive(ctl))
-        return {"changed": False, "pending": entries,
-                "interrupted": [e for e in entries if not e["in_progress"]]}
+        return _journal_pending(store)
     if state == "started":
-        rid = record_id or _record_id(record)
-        entry = dict(record, id=rid, started=round(now, 3), started_at=iso(now), status="in-progress",
-                     controller=controller_identity())
-        if dry_run:
-            return {"changed": True, "id": rid, "record": entry}
-        with store:
-            existing = store.read_json(os.path.join("journal", rid + ".json"), None)
-            if existing is not None:
-                return {"changed": False, "id": rid, "record": existing}
-            store.write_json(os.path.join("journal", rid + ".json"), entry)
-        return {"changed": True, "id": rid, "record": entry}
+        return _journal_started(store, record, record_id, now, dry_run)
     if state == "event":
-        rid = record_id or _record_id(record)
-        entry = dict(record, id=rid, time=round(now, 3), at=iso(now))
-        entry.setdefault("outcome", outcome or "event")
-        if dry_run:
-            return {"changed": True, "id": rid, "record": entry}
-        with store:
-            path = store.append_audit(entry, audit_file)
-        return {"changed": True, "id": rid, "record": entry, "audit_file": path}
-    # completed
+        return _audit_event(store, record, record_id, outcome, audit_file, now, dry_run)
+    return _journal_completed(store, record, record_id, outcome, audit_file, now, dry_run)
+
+
+def _journal_name(record_id):
+    return os.path.join(JOURNAL_DIR, record_id + ".json")
+
+
+def _audit_query(store, audit_file, outcome, limit):
+    """The records of the audit log (read-only, no lock): only ``outcome``'s, the last ``limit``."""
+    if limit is not None and limit < 1:
+        raise WatchError("limit must be >= 1, got %r" % (limit,))
+    path = audit_file or store.path(AUDIT_LOG)
+    records, warnings = read_audit(path)
+    if outcome:
+        records = [r for r in records if r.get("outcome") == outcome]
+    if limit is not None:
+        records = records[-limit:]
+    return {"changed": False, "records": records, "warnings": warnings, "audit_file": path}
+
+
+def _journal_pending(store):
+    """The journal entries, each with ``in_progress`` (the run that began it still runs)."""
+    jdir = store.path(JOURNAL_DIR)
+    entries = []
+    if os.path.isdir(jdir):
+        try:
+            names = sorted(os.listdir(jdir))
+        except OSError as exc:
+            raise store.error("list", jdir, exc) from exc
+        for fn in names:
+            if fn.endswith(".json"):
+                try:
+                    with open(os.path.join(jdir, fn)) as fh:
+                        entries.append(json.load(fh))
+                except (OSError, ValueError) as exc:
+                    entries.append({"id": fn[:-5], "error": "unreadable journal entry: %s" % exc})
+    for entry in entries:
+        # the run that began it still runs (an operator's evacuate.yml, a watch run in its queue):
+        # in progress, nothing for a later run to finish
+        ctl = entry.get("controller")
+        entry["in_progress"] = bool(isinstance(ctl, dict) and process_alive(ctl))
+    return {"changed": False, "pending": entries,
+            "interrupted": [e for e in entries if not e["in_progress"]]}
+
+
+def _journal_started(store, record, record_id, now, dry_run):
+    """Journal an evacuation begun now; an entry of that id already there is returned unchanged."""
+    rid = record_id or _record_id(record)
+    entry = dict(record, id=rid, started=round(now, 3), started_at=utc_iso(now), status="in-progress",
+                 controller=controller_identity())
+    if dry_run:
+        return {"changed": True, "id": rid, "record": entry}
+    with store:
+        existing = store.read_json(_journal_name(rid), None)
+        if existing is not None:
+            return {"changed": False, "id": rid, "record": existing}
+        store.write_json(_journal_name(rid), entry)
+    return {"changed": True, "id": rid, "record": entry}
+
+
+def _audit_event(store, record, record_id, outcome, audit_file, now, dry_run):
+    """Append ``record`` to the audit log at once (no journal entry)."""
+    rid = record_id or _record_id(record)
+    entry = dict(record, id=rid, time=round(now, 3), at=utc_iso(now))
+    entry.setdefault("outcome", outcome or "event")
+    if dry_run:
+        return {"changed": True, "id": rid, "record": entry}
+    with store:
+        path = store.append_audit(entry, audit_file)
+    return {"changed": True, "id": rid, "record": entry, "audit_file": path}
+
+
+def _journal_completed(store, record, record_id, outcome, audit_file, now, dry_run):
+    """Merge ``record`` into the journal entry, append it to the audit log, then drop the entry."""
     if not record_id:
         raise WatchError("state=completed needs the record id that state=started returned")
     if not _ID_RE.match(record_id):
@@ -701,14 +499,14 @@ def audit(directory, state, record=None, record_id=None, outcome=None, audit_fil
     if dry_run:
         return {"changed": True, "id": record_id, "record": dict(record, id=record_id, outcome=outcome)}
     with store:
-        jname = os.path.join("journal", record_id + ".json")
+        jname = _journal_name(record_id)
         entry = store.read_json(jname, None)
         if entry is None:
             return {"changed": False, "id": record_id, "record": None,
                     "msg": "no journal entry %s (already completed?)" % record_id}
         entry.update(record)
         entry.update(id=record_id, outcome=outcome, status="completed", finished=round(now, 3),
-                     finished_at=iso(now))
+                     finished_at=utc_iso(now))
         if entry.get("started") is not None:
             entry["duration_s"] = round(now - entry["started"], 3)
         path = store.append_audit(entry, audit_file)     # raises, keeping the entry, unless whole and fsynced
@@ -789,8 +587,8 @@ def locate_guest(guest, placements, migrating=None):
     guests whose ``xl migrate`` is running there. Returns a dict with ``running_on`` (list),
     ``unreachable`` (nodes), ``leftovers`` (``--incoming``/``--migratedaway`` domains) and
     ``state``: in_flight (a migration of it still runs; or, when ``migrating`` is not known at all,
-    a hand-over name shows: ``why`` says which; nothing about it is final yet), once, none, twice_or_more, or uncertain (not found on
-    the reachable nodes while some node could not be asked)."""
+    a hand-over name shows: ``why`` says which; nothing about it is final yet), once, none,
+    twice_or_more, or uncertain (not found on the reachable nodes while some node could not be asked)."""
     running, leftovers, unreachable = [], [], []
     for node, guests in sorted(placements.items()):
         if guests is None:
