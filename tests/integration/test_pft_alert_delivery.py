@@ -22,12 +22,11 @@ import threading
 import time
 
 import pytest
+from ansible.module_utils import pft_alert as A
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from ansible.module_utils import pft_alert as A
 from pft_paths import REPO
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import time
 
 import pytest
 import yaml
-
 from pft_paths import REPO
 from pft_syslog import SyslogSink
+
 from pft_testbed.bmc import BmcFarm
 
 pytestmark = pytest.mark.integration

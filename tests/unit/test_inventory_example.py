@@ -7,7 +7,6 @@ import sys
 
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
-
 from pft_paths import REPO
 
 EXAMPLE = os.path.join(REPO, "inventory", "example")

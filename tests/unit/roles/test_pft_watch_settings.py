@@ -8,7 +8,6 @@ import os
 import re
 
 import yaml
-
 from pft_paths import REPO
 
 ROLE = os.path.join(REPO, "roles", "pft_watch")

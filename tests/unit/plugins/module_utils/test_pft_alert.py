@@ -14,7 +14,6 @@ import tempfile
 import threading
 
 import pytest
-
 from ansible.module_utils import pft_alert as A
 
 

@@ -5,7 +5,6 @@ import os
 import stat
 
 import pytest
-
 from ansible.module_utils.pft_files import FilesError, apply, diffs, normalize, plan, summary
 
 

@@ -6,7 +6,6 @@ import multiprocessing
 import os
 
 import pytest
-
 from ansible.module_utils.pft_reservation import ReservationError, ReservationStore
 
 

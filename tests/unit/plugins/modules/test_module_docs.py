@@ -12,7 +12,6 @@ import sys
 import pytest
 import yaml
 from ansible.module_utils import basic
-
 from pft_paths import MODULES, REPO
 
 MODULE_NAMES = sorted(f[:-3] for f in os.listdir(MODULES) if f.endswith(".py") and not f.startswith("_"))

@@ -12,10 +12,8 @@ import shutil
 import socket
 import tempfile
 
-import pytest
-
-
 import pft_alert
+import pytest
 from pft_module_run import run_module as run_module_main
 
 

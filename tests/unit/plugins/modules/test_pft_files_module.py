@@ -5,11 +5,9 @@ validate command fails midway, check mode, diff."""
 import json
 import os
 
-import pytest
-
-from ansible.module_utils.testing import patch_module_args
-
 import pft_files
+import pytest
+from ansible.module_utils.testing import patch_module_args
 
 
 def run(args, capsys, **flags):

@@ -8,12 +8,10 @@ runs the same modules against real gmond and through ansible-playbook.
 import os
 import socket
 
-import pytest
-
-
 import ganglia_metric
 import ganglia_placement_info
 import ganglia_target_info
+import pytest
 import spare_reservation
 from pft_module_run import run_module
 

@@ -5,13 +5,10 @@
 Ganglia is a loopback socket serving generated XML in gmond 3.7.2's layout; the watch runs the same
 module against real gmond on the testbed (tests/e2e/test_watch.py).
 """
-import json
 import os
 
-import pytest
-
-
 import pft_watch_select
+import pytest
 from pft_module_run import run_module as run_module_main
 
 METRIC = '<METRIC NAME="%s" VAL="%s" TYPE="%s" UNITS="" TN="1" TMAX="60" DMAX="0" SLOPE="both"/>\n'
