@@ -1,7 +1,7 @@
 # Copyright: pft contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """pft_testbed.ramp with a stand-in clock and BMC (the arithmetic and the trip decision); the same
-ramp against a real ipmi_sim BMC is tests/integration/test_testbed_ramp.py."""
+ramp against a real ipmi_sim BMC is tests/integration/test_ramp_through_bmc.py."""
 import pytest
 
 from pft_testbed.bmc import DEFAULT_SENSORS
