@@ -17,13 +17,14 @@ Layout (``<cache>/kept/<key>/``)::
     controller/      the controller files the nodes depend on (:func:`controller_files`), put
                      back after a restore
 
-The key (:func:`converge_key`) hashes everything the converge reads: the roles, ``site.yml``, the
+The key (:func:`converge_key`) hashes everything the converge reads: ``site.yml``, the roles it runs
+(:func:`converge_roles`), the
 pft modules that the roles and ``site.yml`` call, the module_utils those modules import and the
 roles install on the nodes (:func:`converge_code`: found by reading them, so a new call or import
 changes the key), the testbed site inventory, ansible.cfg, the pinned package lists, the base
 image, the testbed code that shapes a node (image, identity, QEMU command line, inventory), the
 testbed's plan (names, addresses, MACs, memory), the ansible-core version and the QEMU version.
-The watch's playbooks and the modules only the watch runs are not inputs: a change there leaves
+The watch's playbooks, its role and the modules only the watch runs are not inputs: a change there leaves
 the kept cluster valid (the warm run's second ``site.yml`` still shows that it changes nothing).
 Files the converge makes on the controller and reuses (the cluster's migration key) are not in
 the key: :func:`KeptCluster.valid` compares them with the ones recorded when the cluster was kept.
@@ -45,7 +46,6 @@ FORMAT = 2                      # bump when the layout changes: old kept cluster
 # What the converge reads, relative to the repository. Directories are hashed file by file
 # (relative path, mode and contents); a symlink by its target.
 REPO_INPUTS = (
-    "roles",
     "playbooks/site.yml",
     "inventory/testbed-site",
     "ansible.cfg",
@@ -102,9 +102,12 @@ def tree_entries(repo, rel):
 MODULES_DIR = "plugins/modules"
 MODULE_UTILS_DIR = "plugins/module_utils"
 LIBRARY_DIR = "library"
-# Where the converge names pft code: the roles (tasks, templates that import module_utils on a
-# node, lookups of module_utils files) and the playbook itself.
-_CALLERS = ("roles", "playbooks/site.yml")
+ROLES_DIR = "roles"
+SITE_PLAYBOOK = "playbooks/site.yml"
+# A role the converge runs: `- role: NAME` or `roles: [NAME]` in site.yml, `name: NAME` under an
+# include_role/import_role, or a meta dependency.
+_ROLE_REF = re.compile(r"(?:role|name):\s*['\"]?([A-Za-z0-9_.]+)['\"]?\s*$"
+                       r"|^\s*-\s+['\"]?([A-Za-z0-9_]+)['\"]?\s*$", re.M)
 # A module used as a task: `pft_files:` or `- pft.cluster.pft_files:` at the start of a line.
 _TASK_KEY = r"^[ \t]*(?:-[ \t]+)?(?:[A-Za-z0-9_]+\.[A-Za-z0-9_]+\.)?({names})[ \t]*:"
 # A module_util named in code or a role: an Ansible import, a plain import on a node, a file name.
@@ -131,6 +134,32 @@ def _names(repo, rel, suffix=".py"):
     return {n[:-len(suffix)] for n in os.listdir(top) if n.endswith(suffix)}
 
 
+def converge_roles(repo):
+    """Relative paths of the roles a converge of site.yml runs (whole directories): those site.yml
+    names, and the roles they name in turn (include_role, import_role, meta dependencies). A name
+    counts only when a role of that name exists, so a superset at worst; the watch's own role
+    (pft_watch), which site.yml does not run, is not an input."""
+    top = os.path.join(repo, ROLES_DIR)
+    roles = set(os.listdir(top)) if os.path.isdir(top) else set()
+    pending = set()
+    for _, text in _texts(repo, SITE_PLAYBOOK):
+        pending |= {name for m in _ROLE_REF.finditer(text) for name in m.groups() if name in roles}
+    seen = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for rel, text in _texts(repo, f"{ROLES_DIR}/{name}"):
+            if rel.endswith((".yml", ".yaml")) and ("/tasks/" in rel or "/meta/" in rel or "/handlers/" in rel):
+                pending |= {n for m in _ROLE_REF.finditer(text) for n in m.groups() if n in roles} - seen
+    return sorted(f"{ROLES_DIR}/{name}" for name in seen)
+
+
+def _callers(repo):
+    return tuple(converge_roles(repo)) + (SITE_PLAYBOOK,)
+
+
 def converge_code(repo):
     """Relative paths of the pft modules and module_utils a converge of site.yml runs or installs.
 
@@ -141,7 +170,7 @@ def converge_code(repo):
     converge, one that changes too seldom passes off an old converge as this one."""
     modules = _names(repo, MODULES_DIR)
     utils = _names(repo, MODULE_UTILS_DIR)
-    caller_texts = [text for rel in _CALLERS for _, text in _texts(repo, rel)]
+    caller_texts = [text for rel in _callers(repo) for _, text in _texts(repo, rel)]
     used = set()
     if modules:
         task_key = re.compile(_TASK_KEY.format(names="|".join(sorted(map(re.escape, modules)))), re.M)
@@ -181,7 +210,7 @@ def converge_inputs(repo, plan, image, ansible_version, qemu_version="", extra=N
     ``qemu-system-x86_64 --version`` (a snapshot is only sure to load into the QEMU that saved
     it); ``extra``: anything else the caller's converge depends on (e.g. extra-vars)."""
     files = []
-    for rel in REPO_INPUTS + tuple(converge_code(repo)) + TESTBED_INPUTS:
+    for rel in REPO_INPUTS + tuple(converge_roles(repo)) + tuple(converge_code(repo)) + TESTBED_INPUTS:
         files.extend(tree_entries(repo, rel))
     return {
         "format": FORMAT,

@@ -25,7 +25,7 @@ IMAGE = "/cache/images/91f47029e659f473/base.qcow2"
 def repo(tmp_path_factory):
     """A copy of the converge's inputs (and one unrelated directory) to change freely."""
     root = tmp_path_factory.mktemp("repo")
-    for rel in kept.REPO_INPUTS + kept.TESTBED_INPUTS + ("docs", "playbooks", "plugins", "library"):
+    for rel in kept.REPO_INPUTS + kept.TESTBED_INPUTS + ("docs", "playbooks", "plugins", "library", "roles"):
         src = os.path.join(REPO, rel)
         dst = root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -42,10 +42,12 @@ def key(repo, plan=PLAN, image=IMAGE, ansible="2.19.4", qemu="QEMU emulator vers
     return kept.converge_key(kept.converge_inputs(repo, plan, image, ansible, qemu, extra))
 
 
-def role_files(repo):
+def role_files(repo, roles=("ganglia", "guest_netboot", "xen_host")):
+    """The files of the roles site.yml runs."""
     out = []
-    for dirpath, _, filenames in os.walk(os.path.join(repo, "roles")):
-        out.extend(os.path.join(dirpath, f) for f in filenames)
+    for role in roles:
+        for dirpath, _, filenames in os.walk(os.path.join(repo, "roles", role)):
+            out.extend(os.path.join(dirpath, f) for f in filenames)
     return sorted(out)
 
 
@@ -129,7 +131,7 @@ def test_plan_image_ansible_qemu_and_extra_are_in_the_key(repo):
 def test_unrelated_files_do_not_change_the_key(repo):
     before = key(repo)
     for rel in ("docs/site.md", "playbooks/watch.yml", "plugins/modules/pft_watch_decide.py",
-                "plugins/module_utils/pft_ipmi.py"):
+                "plugins/module_utils/pft_ipmi.py", "roles/pft_watch/defaults/main.yml"):
         with open(os.path.join(repo, rel), "a") as f:
             f.write("\n# more words\n")
     cache = os.path.join(repo, "roles", "__pycache__")
@@ -286,4 +288,20 @@ def test_the_converge_code_follows_calls_and_imports(repo):
         assert "plugins/module_utils/pft_lease.py" in kept.converge_code(repo)
     finally:
         with open(util, "w") as f:
+            f.write(original)
+
+
+def test_the_converge_roles_are_those_site_yml_runs(repo):
+    assert kept.converge_roles(repo) == ["roles/ganglia", "roles/guest_netboot", "roles/xen_host"]
+    before = key(repo)
+    site = os.path.join(repo, "playbooks", "site.yml")
+    with open(site) as f:
+        original = f.read()
+    with open(site, "a") as f:
+        f.write("\n- name: The watch too\n  hosts: head\n  roles:\n    - role: pft_watch\n")
+    try:
+        assert "roles/pft_watch" in kept.converge_roles(repo)
+        assert key(repo) != before
+    finally:
+        with open(site, "w") as f:
             f.write(original)
