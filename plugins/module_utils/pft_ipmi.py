@@ -305,6 +305,16 @@ def _reached(states, stop_level):
             if any(LEVEL.get(tr.verdict, -1) >= stop_level for tr in st.tracks.values())]
 
 
+def _foresee(foresight, name, st, t, wall_t):
+    """Hand this sweep's readings of the node's sensors with a failure line to the foresight."""
+    for sensor, tr in st.tracks.items():
+        rule = st.rules.get(sensor)
+        line = getattr(rule, "fail_at", None)
+        if line is None or not tr.points or tr.points[-1][0] != t:
+            continue                  # no failure line, or no reading in this sweep
+        foresight.add(name, sensor, line, wall_t, tr.points[-1][1])
+
+
 def _sweep_seconds(sweep_times):
     if not sweep_times:
         return {"min": 0.0, "median": 0.0, "max": 0.0}
@@ -318,7 +328,7 @@ def _sweep_seconds(sweep_times):
 def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=None,
                hysteresis=1, timeout=3.0, parallelism=32, keep_history=False,
                node_factory=None, pump=None, after_sample=None, clock=time.monotonic, sleep=time.sleep,
-               retry_after=None, retry_max=60.0):
+               retry_after=None, retry_max=60.0, foresight=None, wall=time.time):
     """Sample every node's sensors and return the per-node verdicts.
 
     Either ``samples`` (a count) or ``window`` (seconds) bounds the run;
@@ -331,7 +341,11 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     ``pump`` runs one event-loop step; ``clock`` and ``sleep`` time the run
     and the sampler (tests inject fakes; a fake ``pump`` must move a fake
     ``clock`` on). ``after_sample(n)`` is called after sample n (1-based),
-    before the pause.
+    before the pause. ``foresight`` (a :class:`pft_ipmi_predict.Foresight`)
+    gets every reading of a sensor whose rule has ``fail_at``, on the ``wall``
+    clock, and ends the run early, as ``stop_on`` does, when it predicts a
+    node's failure sooner than that node can be emptied; each such node's
+    result then has ``prediction``.
     """
     targets = validate_targets(targets)
     _check_sampling(samples, interval, window, hysteresis, timeout, retry_after, retry_max)
@@ -353,17 +367,26 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     try:
         while readers:   # no node to sample when every entry is a bad one
             t0 = clock()
+            wall_t0 = wall()
             results = sampler.sample(readers, prepare)
             sweep_times.append(clock() - t0)
             n += 1
             for name, res in results.items():
                 _take_in(states[name], res, t0 - start, policy, keep_history)
+                if foresight is not None:
+                    _foresee(foresight, name, states[name], t0 - start, wall_t0)
             if after_sample is not None:
                 after_sample(n)
             if stop_level is not None:
                 hit = _reached(states, stop_level)
                 if hit:
                     stopped_early = {"nodes": sorted(hit), "after_samples": n, "at": round(clock() - start, 3)}
+                    break
+            if foresight is not None:
+                hit = foresight.judge()
+                if hit:
+                    stopped_early = {"nodes": sorted(hit), "after_samples": n, "at": round(clock() - start, 3),
+                                     "predicted": True}
                     break
             if window is None:
                 if n >= samples:
@@ -377,6 +400,12 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     finally:
         sampler.close()
     nodes = {name: _node_result(st, policy, keep_history) for name, st in states.items()}
+    if foresight is not None:
+        foresight.judge()
+        for name, result in nodes.items():
+            pred = foresight.prediction(name)
+            if pred is not None:
+                result["prediction"] = pred
     summary = {v: sorted(name for name, r in nodes.items() if r["verdict"] == v) for v in VERDICTS}
     return {
         "nodes": nodes,

@@ -57,7 +57,7 @@ class Rule:
     def __init__(self, spec, index):
         if not isinstance(spec, dict):
             raise HealthError("policy rule #%d must be a dict, got %r" % (index, spec))
-        unknown = set(spec) - {"name", "type", "required"} - set(THRESHOLD_KEYS)
+        unknown = set(spec) - {"name", "type", "required", "fail_at"} - set(THRESHOLD_KEYS)
         if unknown:
             raise HealthError("policy rule #%d has unknown keys: %s" % (index, ", ".join(sorted(unknown))))
         self.index = index
@@ -82,6 +82,15 @@ class Rule:
         if "upper_critical" in t and "upper_warning" in t and t["upper_critical"] < t["upper_warning"]:
             raise HealthError("policy rule #%d (%s): upper_critical %s is below upper_warning %s"
                               % (index, self.label, t["upper_critical"], t["upper_warning"]))
+        # The reading at which the node fails (a thermal trip, a fan too slow to cool): the line the
+        # watch's prediction (pft_predict) measures the time to. None: this sensor predicts nothing.
+        self.fail_at = None
+        if spec.get("fail_at") is not None:
+            try:
+                self.fail_at = float(spec["fail_at"])
+            except (TypeError, ValueError):
+                raise HealthError("policy rule #%d (%s): fail_at must be a number, got %r"
+                                  % (index, self.label, spec["fail_at"])) from None
         # An exact sensor name is required by default: its absence on a BMC
         # is a discrepancy. A glob or type-only rule is required only if asked.
         default_required = self.name is not None and not _is_glob(self.name)

@@ -25,6 +25,10 @@ The estimator (see docs/watch.md, "Prediction"):
   the whole window is late there, so the newest half of the window is fitted too, and the earlier
   failure of the two counts when its fit is confident enough on its own.
 
+Beside it, the other half of the question: how long pft needs to empty the node
+(:func:`expected_evacuation`, :func:`queue`, the measured throughputs of :func:`remember_throughput`),
+and the rule that puts the two together (:func:`should_evacuate`).
+
 ``estimate(samples, failure_line)`` is the contract other tools call: samples are ``(t_seconds,
 value)`` pairs, oldest first; ``failure_line`` above the samples is a rising failure (temperature),
 below them a falling one (a fan's speed).
@@ -40,6 +44,8 @@ MIN_SAMPLES = 10           # fewer in a fit: no estimate from it
 MIN_SPAN_S = 20.0          # a fit over a shorter time is no estimate either (noise dominates it)
 DEFAULT_MIN_CONFIDENCE = 0.9
 SIGNIFICANT_RISE = 4.0     # the fitted rise over the fit's span, in robust sigmas of the scatter
+MAX_EXTRAPOLATION = 10.0   # a time to failure beyond this many times the samples' span is no prediction
+DEFAULT_MARGIN = 2.0       # evacuate when time to failure < margin x expected evacuation
 
 
 def _pairs(points):
@@ -142,7 +148,8 @@ def _enough(points, min_samples, min_span_s):
 
 
 def estimate(samples, failure_line, window_s=DEFAULT_WINDOW_S, min_samples=MIN_SAMPLES,
-             min_confidence=DEFAULT_MIN_CONFIDENCE, min_span_s=MIN_SPAN_S, max_points=MAX_POINTS):
+             min_confidence=DEFAULT_MIN_CONFIDENCE, min_span_s=MIN_SPAN_S, max_points=MAX_POINTS,
+             max_extrapolation=MAX_EXTRAPOLATION):
     """Predict when a sensor reaches `failure_line`.
 
     Returns a dict: ``time_to_failure_s`` (float seconds from the newest sample, or None when no
@@ -209,6 +216,81 @@ def estimate(samples, failure_line, window_s=DEFAULT_WINDOW_S, min_samples=MIN_S
     elif not usable:
         out["why"] = (f"rise {abs(f['rise']):.2f} over the samples is within the noise "
                       f"({SIGNIFICANT_RISE:g} x {f['noise']:.2f})")
+    elif max_extrapolation and ttf > max_extrapolation * max(out["span_s"], min_span_s):
+        out["why"] = (f"time to failure {ttf:.0f} s is beyond {max_extrapolation:g} x the samples' span "
+                      f"({out['span_s']:g} s): too far to extrapolate")
     else:
         out["time_to_failure_s"] = round(ttf, 1)
     return out
+
+
+def expected_evacuation(guests, throughput=None, default_mib_per_s=None, overhead_s=0.0, wait_s=0.0):
+    """Seconds to empty a node: ``overhead_s`` (detection to the first ``xl migrate``, measured), plus
+    each guest's memory over the throughput of its move, one guest after another (the watch moves a
+    node's guests in turn), plus ``wait_s`` (the node's turn behind others, see :func:`queue`).
+
+    ``guests``: [{"name", "memory_mib", "target" (optional)}]; ``throughput``: {target or "*": MiB/s}
+    measured on earlier moves (:func:`remember_throughput`); ``default_mib_per_s``: before any
+    measurement. Returns {expected_s, guests: [{name, memory_mib, mib_per_s, seconds, basis}]}."""
+    throughput = throughput or {}
+    total = float(overhead_s) + float(wait_s)
+    out = []
+    for g in guests or ():
+        mib = float(g.get("memory_mib") or 0.0)
+        rate, basis = None, "default"
+        for key in (g.get("target"), "*"):
+            if key is not None and throughput.get(key):
+                rate, basis = float(throughput[key]), "measured" if key != "*" else "measured (any target)"
+                break
+        if rate is None:
+            rate = float(default_mib_per_s) if default_mib_per_s else None
+        if not rate or rate <= 0:
+            raise ValueError("no throughput for guest %r: give default_mib_per_s" % g.get("name"))
+        seconds = mib / rate
+        total += seconds
+        out.append({"name": g.get("name"), "memory_mib": mib, "mib_per_s": round(rate, 3),
+                    "seconds": round(seconds, 1), "basis": basis})
+    return {"expected_s": round(total, 1), "guests": out}
+
+
+def queue(nodes, slots=1):
+    """Each node's wait for a migration slot: ``nodes`` is [(node, own evacuation seconds)], the most
+    urgent first; ``slots`` nodes move at once (pft_watch_max_parallel). Returns {node: wait_s}."""
+    free = [0.0] * max(1, int(slots))
+    waits = {}
+    for node, seconds in nodes:
+        i = min(range(len(free)), key=free.__getitem__)
+        waits[node] = free[i]
+        free[i] += float(seconds)
+    return waits
+
+
+def remember_throughput(memory, target, mib, seconds, keep=5):
+    """Add one measured move (``mib`` in ``seconds`` to ``target``) to ``memory`` ({target: [MiB/s,
+    ...]}, newest last, at most ``keep``); returns the new memory (the input is not changed)."""
+    memory = {k: list(v) for k, v in (memory or {}).items()}
+    if not seconds or seconds <= 0 or not mib or mib <= 0:
+        return memory
+    for key in (target, "*"):
+        memory.setdefault(key, []).append(round(float(mib) / float(seconds), 3))
+        del memory[key][:-keep]
+    return memory
+
+
+def throughput_of(memory):
+    """{target: MiB/s} to plan with: the slowest of the moves remembered for each (conservative)."""
+    return {k: min(v) for k, v in (memory or {}).items() if v}
+
+
+def should_evacuate(prediction, expected_s, margin=DEFAULT_MARGIN):
+    """(True, why) when the predicted time to failure is shorter than ``margin`` x the expected
+    evacuation: starting later risks the node dying mid-move. (False, why) otherwise."""
+    ttf = (prediction or {}).get("time_to_failure_s")
+    if ttf is None:
+        return False, "no failure predicted (%s)" % ((prediction or {}).get("why") or "no prediction")
+    limit = float(expected_s) * float(margin)
+    if ttf < limit:
+        return True, ("predicted failure in %.0f s, within %g x the expected evacuation of %.0f s"
+                      % (ttf, margin, expected_s))
+    return False, ("predicted failure in %.0f s, later than %g x the expected evacuation of %.0f s"
+                   % (ttf, margin, expected_s))

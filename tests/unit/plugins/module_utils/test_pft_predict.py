@@ -8,7 +8,15 @@ import math
 import random
 
 import pytest
-from ansible.module_utils.pft_predict import estimate, fit
+from ansible.module_utils.pft_predict import (
+    estimate,
+    expected_evacuation,
+    fit,
+    queue,
+    remember_throughput,
+    should_evacuate,
+    throughput_of,
+)
 
 # What would make the watch evacuate: a time to failure under its margin (2) times an evacuation of
 # 60 s, about the slowest one-guest move measured on the testbed.
@@ -167,3 +175,43 @@ def test_a_slow_ramp_that_levels_off_never_warns():
 def test_a_shallow_noisy_trend_needs_confidence():
     got = estimate(ramp(70.0, 0.01, 60, noise=2.0, seed=11), 95.0, min_confidence=0.999)
     assert got["time_to_failure_s"] is None and ("confidence" in got["why"] or "noise" in got["why"])
+
+
+def test_too_far_an_extrapolation_is_no_prediction():
+    got = estimate(ramp(60.0, 0.01, 30, noise=0.0), 95.0)          # 0.01/s over 29 s: 3200 s away
+    assert got["time_to_failure_s"] is None and "extrapolate" in got["why"]
+
+
+def test_expected_evacuation_adds_overhead_moves_and_wait():
+    got = expected_evacuation([{"name": "g1", "memory_mib": 160, "target": "c3"},
+                               {"name": "g2", "memory_mib": 320, "target": "c4"}],
+                              throughput={"c3": 4.0, "*": 8.0}, default_mib_per_s=2.0, overhead_s=10, wait_s=5)
+    assert got["expected_s"] == pytest.approx(10 + 5 + 40 + 40)
+    assert [g["basis"] for g in got["guests"]] == ["measured", "measured (any target)"]
+    assert expected_evacuation([{"name": "g", "memory_mib": 100}], {}, 4.0)["guests"][0]["basis"] == "default"
+    with pytest.raises(ValueError, match="'g'"):
+        expected_evacuation([{"name": "g", "memory_mib": 100}], {}, None)
+
+
+def test_nodes_wait_for_a_slot_most_urgent_first():
+    assert queue([("a", 40), ("b", 30), ("c", 20)], slots=1) == {"a": 0.0, "b": 40.0, "c": 70.0}
+    assert queue([("a", 40), ("b", 30), ("c", 20)], slots=2) == {"a": 0.0, "b": 0.0, "c": 30.0}
+
+
+def test_throughput_is_remembered_per_target_and_planned_with_the_slowest():
+    mem = remember_throughput({}, "c3", 160, 40)                   # 4 MiB/s
+    mem = remember_throughput(mem, "c3", 160, 20)                  # 8 MiB/s
+    mem = remember_throughput(mem, "c4", 160, 0)                   # no duration: ignored
+    assert throughput_of(mem) == {"c3": 4.0, "*": 4.0}
+    for _ in range(6):
+        mem = remember_throughput(mem, "c3", 100, 10, keep=5)
+    assert len(mem["c3"]) == 5 and throughput_of(mem)["c3"] == 10.0
+
+
+def test_the_rule_compares_time_to_failure_with_margin_times_evacuation():
+    ok, why = should_evacuate({"time_to_failure_s": 70.0}, 40.0, margin=2.0)
+    assert ok and "70 s" in why and "2 x" in why
+    ok, why = should_evacuate({"time_to_failure_s": 90.0}, 40.0, margin=2.0)
+    assert not ok
+    ok, why = should_evacuate({"time_to_failure_s": None, "why": "no failure line"}, 40.0)
+    assert not ok and "no failure line" in why
