@@ -121,6 +121,12 @@ options:
       upper_critical:
         description: A reading at or above this is V(critical).
         type: float
+      fail_at:
+        description:
+          - The reading at which the node fails (a thermal trip, a fan too slow to cool it), for
+            O(predict). Above the readings it is a rising failure, below them a falling one.
+          - Without it, this sensor predicts nothing; its thresholds work as before.
+        type: float
       required:
         description:
           - Whether a BMC that has no sensor matching this rule is a discrepancy.
@@ -182,6 +188,38 @@ options:
     description: Return every sample of every sensor (time, value, state), for plots and audits.
     type: bool
     default: false
+  predict:
+    description:
+      - Predict each node's failure from the trend of its sensors that have a O(policy[].fail_at)
+        (pft_predict, docs/watch.md, "Prediction"), and end the run early, as O(stop_on) does, when a
+        node is predicted to fail within its O(predict.evacuate_within) seconds.
+      - Omitted, nothing is predicted.
+    type: dict
+    suboptions:
+      state_file:
+        description:
+          - Where the samples of the last O(predict.window) seconds are kept between runs (JSON,
+            written atomically), so that a trend that began at the end of one run is carried into
+            the next. Omitted, each run starts without history.
+          - An unreadable file is a warning, and the run starts without history.
+        type: path
+      window:
+        description: Seconds of samples the trend is estimated from.
+        type: float
+        default: 90
+      min_confidence:
+        description: How sure (0 to 1) the trend toward the failure line must be.
+        type: float
+        default: 0.9
+      evacuate_within:
+        description:
+          - Seconds; a node predicted to fail sooner ends the run, with RV(nodes.NODE.prediction.predicted).
+            The watch gives its expected evacuation times its margin.
+          - Omitted, predictions are only reported.
+        type: float
+      evacuate_within_nodes:
+        description: Per node, instead of O(predict.evacuate_within).
+        type: dict
 extends_documentation_fragment:
   - pft.attributes
 attributes:
@@ -321,7 +359,9 @@ sweep_seconds:
   type: dict
   sample: {"min": 0.11, "median": 0.13, "max": 1.9}
 stopped_early:
-  description: When O(stop_on) ended the run, which nodes, after how many samples and at what time.
+  description:
+    - When O(stop_on) or a prediction (then C(predicted) is true) ended the run, which nodes, after how
+      many samples and at what time.
   returned: always
   type: dict
   sample: {"nodes": ["node01"], "after_samples": 7, "at": 6.02}
@@ -334,8 +374,11 @@ pyghmi_fixes:
 
 # E402: an Ansible module documents itself (DOCUMENTATION, EXAMPLES, RETURN) before its imports.
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib  # noqa: E402
+from ansible.module_utils.pft_common import JsonFileError, read_json, write_json  # noqa: E402
+from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_ipmi import run_health  # noqa: E402
 from ansible.module_utils.pft_ipmi_policy import HealthError, Policy  # noqa: E402
+from ansible.module_utils.pft_ipmi_predict import Foresight  # noqa: E402
 from ansible.module_utils.pft_ipmi_pyghmi import HAS_PYGHMI, PYGHMI_IMPORT_ERROR  # noqa: E402
 
 RULE_SPEC = dict(
@@ -346,6 +389,15 @@ RULE_SPEC = dict(
     upper_warning=dict(type="float"),
     upper_critical=dict(type="float"),
     required=dict(type="bool"),
+    fail_at=dict(type="float"),
+)
+
+PREDICT_SPEC = dict(
+    state_file=dict(type="path"),
+    window=dict(type="float", default=90.0),
+    min_confidence=dict(type="float", default=0.9),
+    evacuate_within=dict(type="float"),
+    evacuate_within_nodes=dict(type="dict"),
 )
 
 # Only what makes the whole list unusable fails the module (pft_ipmi.validate_targets says so, by
@@ -378,6 +430,7 @@ def main():
             timeout=dict(type="float", default=3.0),
             parallelism=dict(type="int", default=32),
             return_history=dict(type="bool", default=False),
+            predict=dict(type="dict", options=PREDICT_SPEC),
         ),
         mutually_exclusive=[("samples", "window")],
         supports_check_mode=True,
@@ -398,15 +451,37 @@ def main():
     rules = [{k: v for k, v in r.items() if v is not None} for r in p["policy"]]
     try:
         policy = Policy(rules, p["use_bmc_thresholds"])
+        foresight = _foresight(module, p["predict"]) if p["predict"] else None
         result = run_health(
             targets, policy,
             samples=p["samples"] or 1, interval=p["interval"], window=p["window"],
             stop_on=p["stop_on"], hysteresis=p["hysteresis"], timeout=p["timeout"],
-            parallelism=p["parallelism"], keep_history=p["return_history"],
+            parallelism=p["parallelism"], keep_history=p["return_history"], foresight=foresight,
         )
+        if foresight is not None and p["predict"]["state_file"] and not module.check_mode:
+            write_json(p["predict"]["state_file"], foresight.carried(), indent=None)
     except HealthError as exc:
         module.fail_json(msg=str(exc))
+    except OSError as exc:
+        fail(module, "ipmi_health_info", exc)
     module.exit_json(changed=False, **result)
+
+
+def _foresight(module, predict):
+    """The Foresight of O(predict), with the samples an earlier run kept (a warning if unreadable)."""
+    carried = None
+    if predict["state_file"]:
+        try:
+            carried = read_json(predict["state_file"], None)
+        except (JsonFileError, OSError) as exc:
+            module.warn("prediction samples %s unreadable (%s): starting without history"
+                        % (predict["state_file"], exc))
+    if not 0.0 < predict["min_confidence"] < 1.0:
+        raise HealthError("predict.min_confidence must be between 0 and 1, got %s" % predict["min_confidence"])
+    if predict["window"] <= 0:
+        raise HealthError("predict.window must be positive, got %s" % predict["window"])
+    return Foresight(within=predict["evacuate_within_nodes"], default_within=predict["evacuate_within"],
+                     carried=carried, window_s=predict["window"], min_confidence=predict["min_confidence"])
 
 
 if __name__ == "__main__":

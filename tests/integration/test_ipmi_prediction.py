@@ -67,3 +67,33 @@ def test_a_steady_sensor_predicts_nothing_and_samples_the_whole_window(farm):
     assert got["stopped_early"] is None and got["samples"] >= 24
     pred = got["nodes"][bmc.name]["prediction"]
     assert pred["time_to_failure_s"] is None and not pred["predicted"]
+
+
+def test_the_module_keeps_the_samples_between_runs_and_survives_a_corrupt_file(farm, tmp_path, capsys):
+    import json
+
+    import ipmi_health_info as module
+    from pft_module_run import run_module
+    bmc = farm.bmcs[1]
+    bmc.reset_sensors()
+    bmc.set_sensor("CPU1 Temp", 70)
+    state = tmp_path / "predict.json"
+    args = {"targets": [{"name": bmc.name, "address": bmc.address, "port": bmc.port, "username": "admin",
+                         "password": bmc.password}],
+            "policy": POLICY, "samples": 5, "interval": 0.2,
+            "predict": {"state_file": str(state), "evacuate_within": 80}}
+    got = run_module(module, args, capsys, check_mode=True)
+    assert got["rc"] == 0 and not state.exists()                 # check mode writes nothing
+    got = run_module(module, args, capsys)
+    assert got["rc"] == 0 and got["nodes"][bmc.name]["prediction"]["time_to_failure_s"] is None
+    kept = json.loads(state.read_text())
+    assert len(kept["nodes"][bmc.name]["CPU1 Temp"]) == 5
+    got = run_module(module, args, capsys)
+    assert len(json.loads(state.read_text())["nodes"][bmc.name]["CPU1 Temp"]) == 10      # carried + new
+    state.write_text("{not json")
+    got = run_module(module, args, capsys)
+    assert got["rc"] == 0 and "unreadable" in json.dumps(got.get("warnings")), got.get("warnings")
+    assert len(json.loads(state.read_text())["nodes"][bmc.name]["CPU1 Temp"]) == 5
+    args["predict"]["min_confidence"] = 1.5
+    got = run_module(module, args, capsys)
+    assert got["rc"] == 1 and "min_confidence" in got["msg"]
