@@ -21,6 +21,7 @@ from ansible.module_utils.pft_common import (
     WATCH_STATE_FILE,
     utc_iso,
 )
+from ansible.module_utils.pft_predict import DEFAULT_MARGIN, should_evacuate
 from ansible.module_utils.pft_reservation import ReservationStore
 from ansible.module_utils.pft_state import StateDir, WatchError
 
@@ -56,7 +57,7 @@ def _lost_sensors(ns, node, now, forget_after):
 
 def decide(health, quarantined=(), prestaged=None, state=None, now=None, history_len=20,
            realert_after=3600.0, prestage_on="warning", evacuate_on="critical", release_after_ok=True,
-           sensor_forget_after=86400.0, policy_id=None):
+           sensor_forget_after=86400.0, policy_id=None, predict=None):
     """Turn one health result into a plan; returns ``(plan, new_state)``.
 
     ``health`` is ipmi_health_info's result (``nodes``). ``quarantined`` are nodes
@@ -74,6 +75,10 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
       is forgotten (new rules watch other sensors);
     * a quarantined node that is still bad is evacuated again: the guests whose move failed are
       still on it (``pft_watch_select`` finds none on a node that has none);
+    * ``predict`` ({"evacuation_s", "margin"}): a node whose health result carries a prediction
+      (ipmi_health_info's ``predict``) whose time to failure is under margin x evacuation_s is
+      evacuated too, before any threshold says so, with why ``predicted ...`` and the prediction in
+      its plan item (and so in its journal entry and audit record);
     * alerts are planned when a node's verdict changes, and again after ``realert_after`` s. They
       are recorded as sent by ``remember_alert`` once they were sent, never here: a run that dies
       before sending them plans them again.
@@ -85,7 +90,8 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
     prestaged = dict(prestaged or {})
     state = _start_state(state, policy_id)
     plan = {"evacuate": [], "prestage": [], "release": [], "alerts": [], "nodes": {}}
-    levels = {"prestage_on": prestage_on, "evacuate_on": evacuate_on, "release_after_ok": release_after_ok}
+    levels = {"prestage_on": prestage_on, "evacuate_on": evacuate_on, "release_after_ok": release_after_ok,
+              "predict": _check_predict(predict)}
 
     for name in sorted(nodes):
         ns = state["nodes"].setdefault(name, {})
@@ -95,12 +101,19 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
         alert = _alert_due(ns.get("alerted") or {}, name, node, item, action, why, now, realert_after)
         if alert:
             plan["alerts"].append(alert)
-    # worst first, then by name: critical nodes get the first migration slots
-    plan["evacuate"].sort(key=lambda i: (-VERDICT_RANK[i["verdict"]], i["node"]))
+    # past a threshold first, then the soonest predicted failure, then worst first, then by name
+    plan["evacuate"].sort(key=lambda i: (_ttf_key(i), -VERDICT_RANK[i["verdict"]], i["node"]))
     plan["summary"] = {k: [i["node"] for i in plan[k]] for k in ("evacuate", "prestage")}
     plan["summary"]["release"] = [i["node"] for i in plan["release"]]
     plan["summary"]["alert"] = [a["node"] for a in plan["alerts"]]
     return plan, state
+
+
+def _ttf_key(item):
+    """Seconds to the node's predicted failure; 0 for a node past its threshold without one (it may go
+    at any moment), so the order among threshold evacuations stays worst first, then by name."""
+    ttf = (item.get("prediction") or {}).get("time_to_failure_s")
+    return ttf if ttf is not None else 0.0
 
 
 def _check_input(health, prestage_on, evacuate_on):
@@ -115,6 +128,19 @@ def _check_input(health, prestage_on, evacuate_on):
         raise WatchError("health must be the result of ipmi_health_info (a dict with 'nodes'), got %r"
                          % (type(health).__name__,))
     return nodes
+
+
+def _check_predict(predict):
+    """The prediction settings, checked: None (no prediction) or {evacuation_s, margin}."""
+    if not predict:
+        return None
+    try:
+        out = {"evacuation_s": float(predict["evacuation_s"]), "margin": float(predict.get("margin", DEFAULT_MARGIN))}
+    except (KeyError, TypeError, ValueError):
+        raise WatchError("predict must be {evacuation_s: seconds, margin: number}, got %r" % (predict,)) from None
+    if out["evacuation_s"] <= 0 or out["margin"] <= 0:
+        raise WatchError("predict: evacuation_s and margin must be positive, got %r" % (predict,))
+    return out
 
 
 def _start_state(state, policy_id):
@@ -146,13 +172,36 @@ def _observe(name, node, ns, now, history_len, sensor_forget_after):
     del hist[:-history_len]
     item = {"node": name, "verdict": verdict, "reason": node.get("reason"), "fired": node.get("fired"),
             "sensors": _bad_sensors(node), "history": list(hist), "error": node.get("error")}
+    if node.get("prediction"):
+        item["prediction"] = node["prediction"]
     return node, item
 
 
-def _choose_action(plan, item, quarantined, prestaged, prestage_on, evacuate_on, release_after_ok):
+def _predicted(item, predict):
+    """(True, why) when the node's prediction says it fails before it could be emptied with margin."""
+    if predict is None or not item.get("prediction"):
+        return False, None
+    ok, why = should_evacuate(item["prediction"], predict["evacuation_s"], predict["margin"])
+    if ok:
+        item["prediction"] = dict(item["prediction"], expected_evacuation_s=predict["evacuation_s"],
+                                  margin=predict["margin"])
+    return ok, "predicted: %s (%s)" % (why, item["prediction"].get("sensor"))
+
+
+def _choose_action(plan, item, quarantined, prestaged, prestage_on, evacuate_on, release_after_ok, predict=None):
     """The action on one node and why; the node joins the plan's evacuate, prestage or release list."""
     name, verdict = item["node"], item["verdict"]
     bad = VERDICT_RANK[verdict] >= VERDICT_RANK[evacuate_on] and verdict != "unknown"
+    if not bad and verdict != "unknown":
+        predicted, why = _predicted(item, predict)
+        if predicted:
+            item["reason"] = why
+            if name in prestaged:
+                item["prestaged_target"] = prestaged[name]
+            if name in quarantined:
+                item["quarantined"] = True
+            plan["evacuate"].append(item)
+            return "evacuate", why
     if name in quarantined and not bad:
         return "none", "quarantined (already evacuated; return it to service with playbooks/return.yml)"
     if bad:

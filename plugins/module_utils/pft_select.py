@@ -191,6 +191,8 @@ def _record(item, msg=None):
                owner=item["owner"], verdict=cause.get("verdict"), reason=cause.get("reason"),
                fired=cause.get("fired"), sensors=cause.get("sensors") or {}, verdict_history=cause.get("history") or [],
                ranking=item["ranking"], ganglia_endpoint=item["ganglia_endpoint"])
+    if cause.get("prediction"):
+        rec["prediction"] = cause["prediction"]
     if msg is not None:
         rec["msg"] = msg
     return rec

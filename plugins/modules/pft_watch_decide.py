@@ -78,6 +78,22 @@ options:
     description: Seconds after which a sensor that a node stopped reporting is forgotten (removed on purpose).
     type: float
     default: 86400
+  predict:
+    description:
+      - Evacuate a node whose O(health) carries a prediction (M(ipmi_health_info)'s C(predict)) of a failure
+        sooner than O(predict.margin) x O(predict.evacuation_s), before any threshold says so; its plan item
+        has why C(predicted ...) and the C(prediction), which the journal and the audit record keep.
+      - Omitted, predictions are ignored.
+    type: dict
+    suboptions:
+      evacuation_s:
+        description: Seconds pft expects to need to empty the node (detection to the last guest moved).
+        type: float
+        required: true
+      margin:
+        description: How many times the expected evacuation the predicted failure must be away to wait.
+        type: float
+        default: 2.0
 extends_documentation_fragment:
   - pft.attributes
   - pft.state_dir
@@ -181,6 +197,8 @@ def main():
             history_len=dict(type="int", default=20),
             policy_id=dict(type="str"),
             sensor_forget_after=dict(type="float", default=86400),
+            predict=dict(type="dict", options=dict(evacuation_s=dict(type="float", required=True),
+                                                   margin=dict(type="float", default=2.0))),
             **STATE_ARGS
         ),
         supports_check_mode=True,
@@ -192,7 +210,8 @@ def main():
                           reservation_dir=p["reservation_dir"],
                           prestage_on=p["prestage_on"], evacuate_on=p["evacuate_on"],
                           realert_after=p["realert_after"], history_len=p["history_len"],
-                          policy_id=p["policy_id"], sensor_forget_after=p["sensor_forget_after"])
+                          policy_id=p["policy_id"], sensor_forget_after=p["sensor_forget_after"],
+                          predict=p["predict"])
     except Exception as exc:  # every failure is one clean message naming what is at fault
         fail(module, 'pft_watch_decide', exc, clean=(WatchError, ReservationError))
     module.exit_json(changed=False, **plan)

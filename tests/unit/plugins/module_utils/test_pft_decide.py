@@ -190,3 +190,45 @@ def test_a_prestage_becomes_the_evacuation_with_its_own_purpose(tmp_path):
     assert store.active()["c3"].purpose == "watch-evacuate" and store.active()["c3"].expires == clock.now + 600
     # the operator's evacuation of the same guest is another owner: it never gets the watch's spare
     assert store.reserve(["c3", "c4"], owner_for("c1", "g1", by="operator"), ttl=60)["host"] == "c4"
+
+
+# -- prediction ----------------------------------------------------------------------------------------------
+def predicted(h, node, ttf, sensor="CPU1 Temp"):
+    h["nodes"][node]["prediction"] = {"time_to_failure_s": ttf, "rate_per_s": 0.5, "confidence": 0.99,
+                                      "failure_line": 95.0, "sensor": sensor, "samples": [[0, 70], [20, 80]]}
+    return h
+
+
+def test_a_node_predicted_to_fail_before_it_could_be_emptied_is_evacuated_while_still_ok():
+    h = predicted(predicted(health(c1="ok", c2="ok", c3="ok"), "c1", 50.0), "c2", 500.0)
+    plan, _ = decide(h, now=1000.0, predict={"evacuation_s": 40, "margin": 2})
+    assert plan["summary"]["evacuate"] == ["c1"]
+    item = plan["evacuate"][0]
+    assert item["verdict"] == "ok" and item["reason"].startswith("predicted: predicted failure in 50 s")
+    assert item["prediction"]["expected_evacuation_s"] == 40 and item["prediction"]["samples"]
+    assert plan["nodes"]["c1"]["action"] == "evacuate" and plan["nodes"]["c2"]["action"] == "none"
+
+
+def test_without_predict_settings_a_prediction_changes_nothing():
+    plan, _ = decide(predicted(health(c1="ok"), "c1", 5.0), now=1000.0)
+    assert plan["summary"]["evacuate"] == []
+
+
+def test_an_unknown_node_is_never_evacuated_on_a_prediction():
+    plan, _ = decide(predicted(health(c1="unknown"), "c1", 5.0), now=1000.0, predict={"evacuation_s": 40})
+    assert plan["summary"]["evacuate"] == [] and plan["nodes"]["c1"]["action"] == "alert"
+
+
+def test_threshold_evacuations_come_first_then_the_soonest_predicted_failure():
+    h = health(a="ok", b="ok", z="critical")
+    predicted(h, "a", 70.0)
+    predicted(h, "b", 20.0)
+    plan, _ = decide(h, now=1000.0, predict={"evacuation_s": 40, "margin": 2})
+    assert [i["node"] for i in plan["evacuate"]] == ["z", "b", "a"]
+
+
+def test_predict_settings_are_checked():
+    with pytest.raises(WatchError, match="evacuation_s"):
+        decide(health(c1="ok"), now=1000.0, predict={"margin": 2})
+    with pytest.raises(WatchError, match="positive"):
+        decide(health(c1="ok"), now=1000.0, predict={"evacuation_s": 0})
