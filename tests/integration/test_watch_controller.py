@@ -398,3 +398,40 @@ def test_evacuate_checks_the_settings_before_it_asks_any_node(site):
     assert proc.returncode != 0
     assert "unknown pft setting(s): pft_watch_gruop (did you mean pft_watch_group?)" in out, out
     assert "List this node's domains" not in out
+
+
+# -- prediction (docs/watch.md, "Prediction") -----------------------------------------------------------------
+PREDICT_POLICY = [dict(POLICY[0], fail_at=95), POLICY[1]]
+
+
+def test_a_node_ramping_toward_its_failure_line_is_evacuated_on_a_prediction_before_any_threshold(site):
+    """The BMC's sensor climbs at 0.5 degC/s from 60, far below the warning line when the watch
+    decides: with pft_watch_predict the watch evacuates it (reason: predicted), the plan shows the
+    prediction, and the samples are kept for the next run; without it, the same ramp does nothing."""
+    from pft_testbed.ramp import BackgroundRamp, Ramp
+    b = site["bmcs"][0]
+    policy = json.dumps({"pft_health_policy": PREDICT_POLICY})
+    for predict in (False, True):
+        b.set_sensor("CPU1 Temp", 55)
+        ramp = BackgroundRamp(Ramp(lambda v: b.set_sensor("CPU1 Temp", v), None, rate=0.5, start=55, to=74,
+                                   period=0.25)).start()
+        try:
+            out, took = watch(site, 30, "-e", policy, "-e", "pft_watch_predict=%s" % predict,
+                              "-e", "pft_watch_predict_evacuation=40")
+        finally:
+            ramp.stop()
+        if not predict:
+            assert "-> evacuate" not in out, out[-3000:]
+            assert not os.path.exists(os.path.join(site["state"], "predict-samples.json"))
+            continue
+        assert "%s: ok -> evacuate (predicted: predicted failure in" % b.name in out, out[-3000:]
+        msgs = site["syslog"].drain()
+        assert any("cannot move the guests of %s" % b.name in m for m in msgs), msgs
+        with open(os.path.join(site["state"], "predict-samples.json")) as fh:
+            kept = json.load(fh)
+        assert len(kept["nodes"][b.name]["CPU1 Temp"]) >= 20
+
+
+def test_a_misspelt_prediction_setting_fails_by_name(site):
+    out, _ = watch(site, 1, "-e", "pft_watch_predict_margn=3", rc=1)
+    assert "pft_watch_predict_margn (did you mean pft_watch_predict_margin?)" in out
