@@ -165,6 +165,7 @@ class NodeState:
         self.node_error_pending = False
         self.permanent_error = None
         self.selected = False
+        self.failure_lines = {}   # sensor -> the lines at which the node fails (prediction)
         self.bmc_sensors = None   # how many sensors the BMC has, once its repository is read
         self.reads = 0
         if target.get("invalid"):
@@ -268,6 +269,17 @@ def _preparer(states, policy):
             st.rules = watched
             st.discrepancies = [r.name or r.label for r in missing]
             st.bmc_sensors = len(descriptions)
+            # the failure lines prediction uses: the rule's fail_at, else the BMC's non-recoverable ones
+            st.failure_lines = {}
+            for d in descriptions:
+                if d["name"] not in watched:
+                    continue
+                rule = watched[d["name"]]
+                if getattr(rule, "fail_at", None) is not None:
+                    st.failure_lines[d["name"]] = [rule.fail_at]
+                else:
+                    th = d.get("thresholds") or {}
+                    st.failure_lines[d["name"]] = [th[k] for k in ("unr", "lnr") if th.get(k) is not None]
             st.selected = True
         reader.select(sorted(st.rules))
     return prepare
@@ -308,11 +320,10 @@ def _reached(states, stop_level):
 def _foresee(foresight, name, st, t, wall_t):
     """Hand this sweep's readings of the node's sensors with a failure line to the foresight."""
     for sensor, tr in st.tracks.items():
-        rule = st.rules.get(sensor)
-        line = getattr(rule, "fail_at", None)
-        if line is None or not tr.points or tr.points[-1][0] != t:
+        lines = st.failure_lines.get(sensor)
+        if not lines or not tr.points or tr.points[-1][0] != t:
             continue                  # no failure line, or no reading in this sweep
-        foresight.add(name, sensor, line, wall_t, tr.points[-1][1])
+        foresight.add(name, sensor, lines, wall_t, tr.points[-1][1])
 
 
 def _sweep_seconds(sweep_times):

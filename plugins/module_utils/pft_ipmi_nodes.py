@@ -61,6 +61,35 @@ SDR_LAST_RECORD = 0xFFFF
 SDR_CHUNK = 16
 
 
+# A full sensor record's thresholds (IPMI v2.0 table 43-1; pyghmi's entry bytes are the record's from
+# byte 5): the readable-threshold mask at entry[13] (bit 5 UNR ... bit 0 LNC) and the raw thresholds at
+# entry[31:37] (UNR, UC, UNC, LNR, LC, LNC). Checked against ipmi_sim's records of the testbed's
+# sensors (pft_testbed.bmc: unr 95 degC, FAN lnr 300 RPM at m=60, 12V's four lines at m=6, r=-2).
+THRESHOLD_NAMES = ("unr", "uc", "unc", "lnr", "lc", "lnc")
+
+
+def sdr_thresholds(entry, raw):
+    """{unr, uc, unc, lnr, lc, lnc: value} a full sensor record says its BMC reads, in engineering
+    units ({} for other records, and for non-linear sensors whose factors need a command)."""
+    try:
+        if raw[3] != 1 or entry.linearization > 11:
+            return {}
+        body = raw[5:]
+        mask = body[13]
+        out = {}
+        for bit, name in zip(range(5, -1, -1), THRESHOLD_NAMES):
+            if mask & (1 << bit):
+                value = body[31 + (5 - bit)]
+                if entry.numeric_format == 1 and value & 0x80:      # one's complement
+                    value = -((~value) & 0x7F)
+                elif entry.numeric_format == 2 and value & 0x80:    # two's complement
+                    value -= 0x100
+                out[name] = round(entry.decode_value(None, value), 6)
+        return out
+    except (AttributeError, IndexError, TypeError, ValueError, ZeroDivisionError):
+        return {}
+
+
 def _sdr_entries(records, mfg_id=0, prod_id=0):
     """{sensor name: pyghmi SDREntry} of the readable sensor records."""
     from pyghmi.ipmi import sdr as sdr_mod
@@ -72,8 +101,15 @@ def _sdr_entries(records, mfg_id=0, prod_id=0):
         except Exception:  # an odd record must not cost the node its other sensors
             continue
         if entry.sdrtype == sdr_mod.TYPE_SENSOR and entry.readable:
+            entry.pft_thresholds = sdr_thresholds(entry, bytearray(raw))
             entries.setdefault(entry.name, entry)
     return entries
+
+
+def describe(entries):
+    """The sampler's sensor descriptions: name, type, and the thresholds the SDR gives."""
+    return [{"name": n, "type": e.sensor_type, "thresholds": getattr(e, "pft_thresholds", {}) or {}}
+            for n, e in entries.items()]
 
 
 def _decode(entries, name, cmd, rsp):
@@ -362,7 +398,7 @@ class _Operation:
     def sdr_read(self, records, mfg, prod):
         node = self.node
         node.entries = _sdr_entries(records, mfg, prod)
-        node.descriptions = [{"name": n, "type": e.sensor_type} for n, e in node.entries.items()]
+        node.descriptions = describe(node.entries)
         self.prepare(node, node.descriptions)
         self.read_next()
 
@@ -420,7 +456,7 @@ class LocalNode:
             reason, permanent = classify_ipmi_error(exc)
             raise NodeUnavailable("in-band IPMI: %s" % reason, permanent) from exc
         self.entries = entries
-        self.descriptions = [{"name": n, "type": e.sensor_type} for n, e in entries.items()]
+        self.descriptions = describe(entries)
         return self.descriptions
 
     def select(self, names):

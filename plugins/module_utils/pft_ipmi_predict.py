@@ -48,8 +48,9 @@ class Foresight:
                         self.samples.setdefault(node, {})[sensor] = kept
 
     def add(self, node, sensor, line, t_wall, value):
-        """One reading of a sensor whose failure line is ``line``."""
-        self.lines.setdefault(node, {})[sensor] = line
+        """One reading of a sensor whose failure line is ``line`` (or lines: a list, such as a BMC's
+        upper and lower non-recoverable thresholds; the sooner failure counts)."""
+        self.lines.setdefault(node, {})[sensor] = list(line) if isinstance(line, (list, tuple)) else [line]
         points = self.samples.setdefault(node, {}).setdefault(sensor, [])
         points.append((round(float(t_wall), 3), float(value)))
         cut = t_wall - self.window_s
@@ -61,14 +62,17 @@ class Foresight:
         hit = []
         for node, lines in sorted(self.lines.items()):
             best = None
-            for sensor, line in sorted(lines.items()):
-                est = estimate(self.samples.get(node, {}).get(sensor, []), line, window_s=self.window_s,
-                               min_confidence=self.min_confidence)
-                est["sensor"] = sensor
-                ttf = est["time_to_failure_s"]
-                if best is None or (ttf is not None and (best["time_to_failure_s"] is None
-                                                         or ttf < best["time_to_failure_s"])):
-                    best = est
+            for sensor, sensor_lines in sorted(lines.items()):
+                for line in sensor_lines:
+                    est = estimate(self.samples.get(node, {}).get(sensor, []), line, window_s=self.window_s,
+                                   min_confidence=self.min_confidence)
+                    est["sensor"] = sensor
+                    ttf = est["time_to_failure_s"]
+                    if best is None or (ttf is not None and (best["time_to_failure_s"] is None
+                                                             or ttf < best["time_to_failure_s"])):
+                        best = est
+            if best is None:
+                continue
             bound = self.within.get(node, self.default_within)
             best["evacuate_within_s"] = bound
             best["predicted"] = bool(bound is not None and best["time_to_failure_s"] is not None

@@ -97,3 +97,27 @@ def test_the_module_keeps_the_samples_between_runs_and_survives_a_corrupt_file(f
     args["predict"]["min_confidence"] = 1.5
     got = run_module(module, args, capsys)
     assert got["rc"] == 1 and "min_confidence" in got["msg"]
+
+
+@pytest.mark.parametrize("sensor, start, rate, line, direction", [
+    ("CPU1 Temp", 60.0, 0.5, 95.0, "rising"),        # the BMC's upper non-recoverable threshold
+    ("FAN1", 6000.0, -120.0, 300.0, "falling"),      # its lower non-recoverable one (m=60 in the SDR)
+])
+def test_without_fail_at_the_failure_line_is_the_bmcs_own_non_recoverable_threshold(farm, sensor, start, rate, line,
+                                                                                     direction):
+    bmc = farm.bmcs[0]
+    bmc.reset_sensors()
+    bmc.set_sensor(sensor, start)
+    rule = {"name": sensor, "upper_critical": 1e6} if rate > 0 else {"name": sensor, "lower_critical": -1}
+    end = 80.0 if rate > 0 else 1500.0
+    ramp = BackgroundRamp(Ramp(lambda v: bmc.set_sensor(sensor, v), None, rate=rate, start=start, to=end,
+                               period=0.25)).start()
+    try:
+        fs = Foresight()                            # no bound: predictions are only reported
+        got = H.run_health([bmc.target()], P.Policy([rule]), window=22, interval=1.0, foresight=fs)
+    finally:
+        ramp.stop()
+        bmc.reset_sensors()
+    pred = got["nodes"][bmc.name]["prediction"]
+    assert pred["failure_line"] == line and pred["direction"] == direction, pred
+    assert pred["time_to_failure_s"] is not None and not pred["predicted"]

@@ -90,3 +90,21 @@ def test_the_trip_line_is_the_sensors_own_non_recoverable_threshold():
     assert trip_line(cpu, 0.5) == 95 and trip_line(fan, -50) == 300
     with pytest.raises(TestbedError, match="no upper non-recoverable"):
         trip_line(volt, 0.1)
+
+
+def test_a_step_the_bmc_misses_is_skipped_and_too_many_in_a_row_end_the_ramp():
+    w = World()
+    calls = {"n": 0}
+
+    def flaky(v):
+        calls["n"] += 1
+        if calls["n"] in (3, 4):
+            raise TimeoutError("timed out")
+        return w.set_value(v)
+    rec = Ramp(flaky, None, rate=1.0, start=40, to=50, period=1.0, clock=w.clock, sleep=w.sleep).run()
+    assert rec["missed_steps"] == 2 and rec["last_value"] == 50 and len(rec["readings"]) == rec["steps"] - 2
+
+    def dead(v):
+        raise TimeoutError("timed out")
+    with pytest.raises(TestbedError, match="8 steps in a row"):
+        Ramp(dead, None, rate=1.0, start=40, to=50, period=1.0, clock=w.clock, sleep=w.sleep).run()
