@@ -125,7 +125,8 @@ options:
         description:
           - The reading at which the node fails (a thermal trip, a fan too slow to cool it), for
             O(predict). Above the readings it is a rising failure, below them a falling one.
-          - Without it, this sensor predicts nothing; its thresholds work as before.
+          - Without it, the BMC's own non-recoverable thresholds are the failure lines (without those, this sensor
+            predicts nothing). Its thresholds work as before either way.
         type: float
       required:
         description:
@@ -190,9 +191,10 @@ options:
     default: false
   predict:
     description:
-      - Predict each node's failure from the trend of its sensors that have a O(policy[].fail_at)
-        (pft_predict, docs/watch.md, "Prediction"), and end the run early, as O(stop_on) does, when a
-        node is predicted to fail within its O(predict.evacuate_within) seconds.
+      - Predict each node's failure from the trend of its watched sensors that have a failure line (the
+        rule's O(policy[].fail_at), else the BMC's own non-recoverable thresholds from its sensor records;
+        pft_predict, docs/watch.md, "Prediction"), and end the run early, as O(stop_on) does, when a node
+        is predicted to fail within its O(predict.evacuate_within) seconds.
       - Omitted, nothing is predicted.
     type: dict
     suboptions:
