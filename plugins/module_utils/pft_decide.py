@@ -192,20 +192,14 @@ def _choose_action(plan, item, quarantined, prestaged, prestage_on, evacuate_on,
     """The action on one node and why; the node joins the plan's evacuate, prestage or release list."""
     name, verdict = item["node"], item["verdict"]
     bad = VERDICT_RANK[verdict] >= VERDICT_RANK[evacuate_on] and verdict != "unknown"
+    why = "verdict %s" % verdict
     if not bad and verdict != "unknown":
-        predicted, why = _predicted(item, predict)
-        if predicted:
-            item["reason"] = why
-            if name in prestaged:
-                item["prestaged_target"] = prestaged[name]
-            if name in quarantined:
-                item["quarantined"] = True
-            plan["evacuate"].append(item)
-            return "evacuate", why
+        bad, predicted_why = _predicted(item, predict)
+        if bad:
+            item["reason"] = why = predicted_why
     if name in quarantined and not bad:
         return "none", "quarantined (already evacuated; return it to service with playbooks/return.yml)"
     if bad:
-        why = "verdict %s" % verdict
         if name in quarantined:
             why += " (quarantined: any guest still on it is moved)"
             item["quarantined"] = True

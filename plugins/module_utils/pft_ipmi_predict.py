@@ -36,6 +36,8 @@ class Foresight:
         self.samples = {}
         self.lines = {}
         self.predictions = {}
+        self._hit = []
+        self._judged = True       # nothing added since the last judge(): its answer stands
         now = wall()
         nodes = (carried or {}).get("nodes") if isinstance(carried, dict) else None
         if (carried or {}).get("format") == CARRIED_FORMAT and isinstance(nodes, dict):
@@ -51,6 +53,7 @@ class Foresight:
         """One reading of a sensor whose failure line is ``line`` (or lines: a list, such as a BMC's
         upper and lower non-recoverable thresholds; the sooner failure counts)."""
         self.lines.setdefault(node, {})[sensor] = list(line) if isinstance(line, (list, tuple)) else [line]
+        self._judged = False
         points = self.samples.setdefault(node, {}).setdefault(sensor, [])
         points.append((round(float(t_wall), 3), float(value)))
         cut = t_wall - self.window_s
@@ -58,7 +61,10 @@ class Foresight:
             points.pop(0)
 
     def judge(self):
-        """Predict every node's sensors; returns the nodes predicted to fail within their bound."""
+        """Predict every node's sensors; returns the nodes predicted to fail within their bound. Without
+        a reading added since the last call, that call's answer is returned as it was."""
+        if self._judged:
+            return list(self._hit)
         hit = []
         for node, lines in sorted(self.lines.items()):
             best = None
@@ -80,7 +86,8 @@ class Foresight:
             self.predictions[node] = best
             if best["predicted"]:
                 hit.append(node)
-        return hit
+        self._hit, self._judged = hit, True
+        return list(hit)
 
     def prediction(self, node):
         """The node's prediction (its soonest-failing sensor) with the samples it came from, or None."""

@@ -232,3 +232,14 @@ def test_predict_settings_are_checked():
         decide(health(c1="ok"), now=1000.0, predict={"margin": 2})
     with pytest.raises(WatchError, match="positive"):
         decide(health(c1="ok"), now=1000.0, predict={"evacuation_s": 0})
+
+
+def test_a_predicted_node_takes_the_evacuation_path_of_a_bad_one():
+    """Quarantined or pre-staged, a node predicted to fail is evacuated as a node past its threshold is."""
+    h = predicted(health(c1="ok", c2="ok"), "c1", 30.0)
+    predicted(h, "c2", 30.0)
+    plan, _ = decide(h, quarantined=["c1"], prestaged={"c2": "spare1"}, now=1000.0,
+                     predict={"evacuation_s": 40, "margin": 2})
+    by = {i["node"]: i for i in plan["evacuate"]}
+    assert by["c1"]["quarantined"] and "(quarantined: any guest still on it is moved)" in plan["nodes"]["c1"]["why"]
+    assert by["c2"]["prestaged_target"] == "spare1" and plan["nodes"]["c2"]["why"].startswith("predicted: ")
