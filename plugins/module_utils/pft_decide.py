@@ -21,7 +21,7 @@ from ansible.module_utils.pft_common import (
     WATCH_STATE_FILE,
     utc_iso,
 )
-from ansible.module_utils.pft_predict import DEFAULT_MARGIN, should_evacuate
+from ansible.module_utils.pft_predict import DEFAULT_MARGIN, queue, should_evacuate
 from ansible.module_utils.pft_reservation import ReservationStore
 from ansible.module_utils.pft_state import StateDir, WatchError
 
@@ -75,10 +75,13 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
       is forgotten (new rules watch other sensors);
     * a quarantined node that is still bad is evacuated again: the guests whose move failed are
       still on it (``pft_watch_select`` finds none on a node that has none);
-    * ``predict`` ({"evacuation_s", "margin"}): a node whose health result carries a prediction
-      (ipmi_health_info's ``predict``) whose time to failure is under margin x evacuation_s is
-      evacuated too, before any threshold says so, with why ``predicted ...`` and the prediction in
-      its plan item (and so in its journal entry and audit record);
+    * ``predict`` ({"evacuation_s", "margin", "nodes", "slots"}): a node whose health result carries
+      a prediction (ipmi_health_info's ``predict``) whose time to failure is under margin x its
+      expected evacuation is evacuated too, before any threshold says so, with why ``predicted ...``
+      and the prediction in its plan item (and so in its journal entry and audit record). A node's
+      expected evacuation is its own (``nodes``: {node: seconds}, pft_evacuation_time; else
+      ``evacuation_s``) plus its wait for one of ``slots`` migration slots behind the nodes more
+      urgent than it (past a threshold first, then the soonest predicted failure);
     * alerts are planned when a node's verdict changes, and again after ``realert_after`` s. They
       are recorded as sent by ``remember_alert`` once they were sent, never here: a run that dies
       before sending them plans them again.
@@ -90,8 +93,9 @@ def decide(health, quarantined=(), prestaged=None, state=None, now=None, history
     prestaged = dict(prestaged or {})
     state = _start_state(state, policy_id)
     plan = {"evacuate": [], "prestage": [], "release": [], "alerts": [], "nodes": {}}
+    predict = _check_predict(predict)
     levels = {"prestage_on": prestage_on, "evacuate_on": evacuate_on, "release_after_ok": release_after_ok,
-              "predict": _check_predict(predict)}
+              "predict": predict, "expected": _expected(nodes, predict, evacuate_on)}
 
     for name in sorted(nodes):
         ns = state["nodes"].setdefault(name, {})
@@ -131,15 +135,46 @@ def _check_input(health, prestage_on, evacuate_on):
 
 
 def _check_predict(predict):
-    """The prediction settings, checked: None (no prediction) or {evacuation_s, margin}."""
+    """The prediction settings, checked: None (no prediction) or {evacuation_s, margin, nodes, slots}."""
     if not predict:
         return None
     try:
-        out = {"evacuation_s": float(predict["evacuation_s"]), "margin": float(predict.get("margin", DEFAULT_MARGIN))}
-    except (KeyError, TypeError, ValueError):
-        raise WatchError("predict must be {evacuation_s: seconds, margin: number}, got %r" % (predict,)) from None
-    if out["evacuation_s"] <= 0 or out["margin"] <= 0:
-        raise WatchError("predict: evacuation_s and margin must be positive, got %r" % (predict,))
+        out = {"evacuation_s": float(predict["evacuation_s"]), "margin": float(predict.get("margin", DEFAULT_MARGIN)),
+               "nodes": {str(k): float(v) for k, v in (predict.get("nodes") or {}).items()},
+               "slots": int(1 if predict.get("slots") is None else predict["slots"])}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise WatchError("predict must be {evacuation_s: seconds, margin: number, nodes: {node: seconds}, "
+                         "slots: count}, got %r" % (predict,)) from None
+    if out["evacuation_s"] <= 0 or out["margin"] <= 0 or out["slots"] < 1 or \
+            any(v <= 0 for v in out["nodes"].values()):
+        raise WatchError("predict: evacuation_s, margin, slots and every node's seconds must be positive, got %r"
+                         % (predict,))
+    return out
+
+
+def _expected(nodes, predict, evacuate_on):
+    """{node: {expected_s, own_s, wait_s}}: each node's own evacuation plus its wait for a migration
+    slot behind the nodes more urgent than it (past evacuate_on first, then the soonest predicted
+    failure). Nodes with neither wait behind all of those."""
+    if predict is None:
+        return {}
+    inf = float("inf")
+
+    def urgency(name):
+        node = nodes[name] or {}
+        if VERDICT_RANK.get(node.get("verdict"), 0) >= VERDICT_RANK[evacuate_on] and node.get("verdict") != "unknown":
+            return (0, 0.0, name)
+        ttf = (node.get("prediction") or {}).get("time_to_failure_s")
+        return (1, ttf if ttf is not None else inf, name)
+
+    own = {n: predict["nodes"].get(n, predict["evacuation_s"]) for n in nodes}
+    order = sorted(nodes, key=urgency)
+    waits = queue([(n, own[n]) for n in order if urgency(n)[1] != inf], predict["slots"])
+    last = max([waits[n] + own[n] for n in waits] or [0.0])
+    out = {}
+    for n in nodes:
+        wait = waits.get(n, last)
+        out[n] = {"expected_s": round(own[n] + wait, 1), "own_s": round(own[n], 1), "wait_s": round(wait, 1)}
     return out
 
 
@@ -177,24 +212,26 @@ def _observe(name, node, ns, now, history_len, sensor_forget_after):
     return node, item
 
 
-def _predicted(item, predict):
+def _predicted(item, predict, expected):
     """(True, why) when the node's prediction says it fails before it could be emptied with margin."""
     if predict is None or not item.get("prediction"):
         return False, None
-    ok, why = should_evacuate(item["prediction"], predict["evacuation_s"], predict["margin"])
-    if ok:
-        item["prediction"] = dict(item["prediction"], expected_evacuation_s=predict["evacuation_s"],
-                                  margin=predict["margin"])
+    mine = expected.get(item["node"]) or {"expected_s": predict["evacuation_s"], "own_s": predict["evacuation_s"],
+                                          "wait_s": 0.0}
+    ok, why = should_evacuate(item["prediction"], mine["expected_s"], predict["margin"])
+    item["prediction"] = dict(item["prediction"], expected_evacuation_s=mine["expected_s"],
+                              own_evacuation_s=mine["own_s"], slot_wait_s=mine["wait_s"], margin=predict["margin"])
     return ok, "predicted: %s (%s)" % (why, item["prediction"].get("sensor"))
 
 
-def _choose_action(plan, item, quarantined, prestaged, prestage_on, evacuate_on, release_after_ok, predict=None):
+def _choose_action(plan, item, quarantined, prestaged, prestage_on, evacuate_on, release_after_ok, predict=None,
+                   expected=None):
     """The action on one node and why; the node joins the plan's evacuate, prestage or release list."""
     name, verdict = item["node"], item["verdict"]
     bad = VERDICT_RANK[verdict] >= VERDICT_RANK[evacuate_on] and verdict != "unknown"
     why = "verdict %s" % verdict
     if not bad and verdict != "unknown":
-        bad, predicted_why = _predicted(item, predict)
+        bad, predicted_why = _predicted(item, predict, expected or {})
         if bad:
             item["reason"] = why = predicted_why
     if name in quarantined and not bad:

@@ -127,10 +127,10 @@ def select_work(work, candidates, state_dir, endpoints=None, read=None, placemen
         for guest in known.get(w["node"]) or []:
             if TRANSIENT_RE.match(guest):
                 continue
-            item = dict(w, guest=guest, owner=owner_for(w["node"], guest, by), target=None, ranking=[],
-                        ganglia_endpoint=result["endpoint"], record_id=None)
-            msg = None
             mem = (memory.get(w["node"]) or {}).get(guest)
+            item = dict(w, guest=guest, owner=owner_for(w["node"], guest, by), target=None, ranking=[],
+                        ganglia_endpoint=result["endpoint"], record_id=None, memory_mb=mem)
+            msg = None
             if snapshot is None:
                 msg = "no target can be chosen: %s" % ganglia_error
             elif mem is None:

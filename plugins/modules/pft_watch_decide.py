@@ -81,15 +81,31 @@ options:
   predict:
     description:
       - Evacuate a node whose O(health) carries a prediction (M(ipmi_health_info)'s C(predict)) of a failure
-        sooner than O(predict.margin) x O(predict.evacuation_s), before any threshold says so; its plan item
-        has why C(predicted ...) and the C(prediction), which the journal and the audit record keep.
+        sooner than O(predict.margin) x its expected evacuation, before any threshold says so; its plan item
+        has why C(predicted ...) and the C(prediction) (with C(expected_evacuation_s), C(own_evacuation_s) and
+        C(slot_wait_s)), which the journal and the audit record keep.
+      - A node's expected evacuation is its own (O(predict.nodes), else O(predict.evacuation_s)) plus its wait
+        for one of O(predict.slots) migration slots behind the nodes more urgent than it (past the
+        O(evacuate_on) threshold first, then the soonest predicted failure).
       - Omitted, predictions are ignored.
     type: dict
     suboptions:
       evacuation_s:
-        description: Seconds pft expects to need to empty the node (detection to the last guest moved).
+        description:
+          - Seconds pft expects to need to empty a node not in O(predict.nodes) (detection to the last guest
+            moved).
         type: float
         required: true
+      nodes:
+        description:
+          - Each node's own expected evacuation in seconds (RV(pft_evacuation_time#module:expected) of
+            M(pft_evacuation_time)).
+        type: dict
+        default: {}
+      slots:
+        description: Nodes whose guests move at once (pft_watch_max_parallel).
+        type: int
+        default: 1
       margin:
         description: How many times the expected evacuation the predicted failure must be away to wait.
         type: float
@@ -198,6 +214,8 @@ def main():
             policy_id=dict(type="str"),
             sensor_forget_after=dict(type="float", default=86400),
             predict=dict(type="dict", options=dict(evacuation_s=dict(type="float", required=True),
+                                                   nodes=dict(type="dict", default={}),
+                                                   slots=dict(type="int", default=1),
                                                    margin=dict(type="float", default=2.0))),
             **STATE_ARGS
         ),

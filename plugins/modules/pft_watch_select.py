@@ -151,6 +151,8 @@ selected:
   description:
     - The guests to act on, in the order of O(work), each with its reserved target.
     - C(record_id) is its journal entry (null with O(journal=false)); C(owner) holds the reservation.
+    - C(memory_mb) is the guest's memory as Ganglia published it (the measured move's size, for
+      M(pft_evacuation_time)).
   returned: always
   type: list
   elements: dict
@@ -161,6 +163,7 @@ selected:
       target: compute3
       owner: pft-compute1/guest1
       record_id: 20261205T101500Z-compute1-1a2b3c
+      memory_mb: 160
       ganglia_endpoint: 10.0.0.1:8649
       cause: {verdict: critical, reason: "CPU1 Temp 92 >= 85"}
       ranking: [{host: compute3, accepted: true, reasons: []}]

@@ -227,11 +227,40 @@ def test_threshold_evacuations_come_first_then_the_soonest_predicted_failure():
     assert [i["node"] for i in plan["evacuate"]] == ["z", "b", "a"]
 
 
+def test_each_node_is_judged_by_its_own_expected_evacuation():
+    """c1 runs a big guest (120 s to empty), c2 a small one (30 s): the same time to failure, 100 s,
+    evacuates c1 (100 < 2 x 120) and not yet c2 (100 > 2 x 30)."""
+    h = predicted(predicted(health(c1="ok", c2="ok"), "c1", 100.0), "c2", 100.0)
+    plan, _ = decide(h, now=1000.0, predict={"evacuation_s": 60, "margin": 2, "nodes": {"c1": 120, "c2": 30},
+                                             "slots": 2})
+    assert plan["summary"]["evacuate"] == ["c1"]
+    assert plan["nodes"]["c2"]["action"] != "evacuate"
+    item = plan["evacuate"][0]
+    assert item["prediction"]["own_evacuation_s"] == 120 and item["prediction"]["slot_wait_s"] == 0
+
+
+def test_a_node_waiting_for_a_migration_slot_counts_its_turn():
+    """One slot: c1 is past its threshold and goes first (50 s); c2, predicted in 70 s with its own
+    30 s, waits 50 s for the slot: 2 x 80 > 70, so it is evacuated now, in line. With two slots it
+    would not wait, and 70 > 2 x 30 leaves it for a later run."""
+    h = predicted(health(c1="critical", c2="ok"), "c2", 70.0)
+    one, _ = decide(h, now=1000.0, predict={"evacuation_s": 60, "nodes": {"c1": 50, "c2": 30}, "slots": 1})
+    assert one["summary"]["evacuate"] == ["c1", "c2"]
+    pred = [i for i in one["evacuate"] if i["node"] == "c2"][0]["prediction"]
+    assert pred["slot_wait_s"] == 50 and pred["expected_evacuation_s"] == 80
+    two, _ = decide(h, now=1000.0, predict={"evacuation_s": 60, "nodes": {"c1": 50, "c2": 30}, "slots": 2})
+    assert two["summary"]["evacuate"] == ["c1"]
+
+
 def test_predict_settings_are_checked():
     with pytest.raises(WatchError, match="evacuation_s"):
         decide(health(c1="ok"), now=1000.0, predict={"margin": 2})
     with pytest.raises(WatchError, match="positive"):
         decide(health(c1="ok"), now=1000.0, predict={"evacuation_s": 0})
+    with pytest.raises(WatchError, match="positive"):
+        decide(health(c1="ok"), now=1000.0, predict={"evacuation_s": 60, "slots": 0})
+    with pytest.raises(WatchError, match="nodes"):
+        decide(health(c1="ok"), now=1000.0, predict={"evacuation_s": 60, "nodes": {"c1": "soon"}})
 
 
 def test_a_predicted_node_takes_the_evacuation_path_of_a_bad_one():

@@ -1,0 +1,1 @@
+../plugins/modules/pft_evacuation_time.py
