@@ -375,6 +375,8 @@ pyghmi_fixes:
 """
 
 # E402: an Ansible module documents itself (DOCUMENTATION, EXAMPLES, RETURN) before its imports.
+import os  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib  # noqa: E402
 from ansible.module_utils.pft_common import JsonFileError, read_json, write_json  # noqa: E402
 from ansible.module_utils.pft_failure import fail  # noqa: E402
@@ -461,6 +463,8 @@ def main():
             parallelism=p["parallelism"], keep_history=p["return_history"], foresight=foresight,
         )
         if foresight is not None and p["predict"]["state_file"] and not module.check_mode:
+            # the watch's first run may come before anything else made its state directory
+            os.makedirs(os.path.dirname(os.path.abspath(p["predict"]["state_file"])), mode=0o750, exist_ok=True)
             write_json(p["predict"]["state_file"], foresight.carried(), indent=None)
     except HealthError as exc:
         module.fail_json(msg=str(exc))

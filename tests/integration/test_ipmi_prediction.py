@@ -77,7 +77,7 @@ def test_the_module_keeps_the_samples_between_runs_and_survives_a_corrupt_file(f
     bmc = farm.bmcs[1]
     bmc.reset_sensors()
     bmc.set_sensor("CPU1 Temp", 70)
-    state = tmp_path / "predict.json"
+    state = tmp_path / "state" / "predict.json"                   # the watch's first run: no directory yet
     args = {"targets": [{"name": bmc.name, "address": bmc.address, "port": bmc.port, "username": "admin",
                          "password": bmc.password}],
             "policy": POLICY, "samples": 5, "interval": 0.2,
