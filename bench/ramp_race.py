@@ -21,7 +21,7 @@ is started again on it, so that every run begins with the same cluster.
 
 Then, under the predictive policy only, traces that must not evacuate anything (any evacuation
 there is counted false): a noisy but stable reading (70 +- 2 degC for --stable-seconds), a single
-spike (one reading at 90 degC among 70s), and a slow ramp that levels off below the critical line
+spike (90 degC for half a second, one sample, among 70s), and a slow ramp that levels off below the critical line
 (0.05 degC/s from 70 to 82, then held).
 
 Rates: chosen from the evacuation measured here (decision to guest running on the target, about
@@ -156,7 +156,8 @@ def race(cluster, workdir, key, rate, start, policy, lead_in, window, noise=0.3,
     began, tripped = trip["started_at"], trip["tripped_at"]
     recs = [r for r in audit(state) if r.get("guest") == GUEST]
     moved = next((r for r in recs if r.get("outcome") == "migrated"), None)
-    rec = moved or (recs[0] if recs else None)
+    evacuations = [r for r in recs if r.get("action") == "evacuate"]
+    rec = moved or (evacuations[0] if evacuations else None)
     crossed = next((t for t, v in trip["readings"] if v >= CRITICAL), None)
     decided = epoch(rec.get("started_at")) if rec else None
     mig = (rec or {}).get("migration") or {}
@@ -244,7 +245,7 @@ def main():
         import random
         rng = random.Random(7)
         traces = [("stable-noisy", lambda t: 70 + rng.gauss(0, 2), args.stable_seconds),
-                  ("single-spike", lambda t: 90.0 if 30 <= t < 31 else 70 + rng.gauss(0, 0.3), 120.0),
+                  ("single-spike", lambda t: 90.0 if 30 <= t < 30.5 else 70 + rng.gauss(0, 0.3), 120.0),
                   ("levels-off", lambda t: min(82.0, 70 + 0.05 * t) + rng.gauss(0, 0.3), 420.0)]
         for name, values, seconds in traces:
             f = no_failure_trace(cluster, workdir, name, values, seconds, args.window)
