@@ -320,6 +320,23 @@ def prestaged_targets(reservation_dir, clock=time.time, owners=False):
     return (out, own) if owners else out
 
 
+def handled(directory, reservation_dir=None, clock=time.time, lock_timeout=DEFAULT_LOCK_TIMEOUT):
+    """What the watch already did, per node, before it samples: ``critical`` for a quarantined
+    (evacuated) node, ``warning`` for one with a pre-staged target. ipmi_health_info's ``handled``
+    takes it, so that such a node ends the sampling early only for something worse (a pre-staged
+    node that turns critical, or is predicted to fail), never again for what was already done: a
+    warning that ended every run after two samples left the node unwatched for most of each minute."""
+    out = {}
+    if reservation_dir:
+        for node in prestaged_targets(reservation_dir, clock):
+            out[node] = "warning"
+    if os.path.isdir(directory):
+        with StateDir(directory, lock_timeout=lock_timeout, clock=clock) as store:
+            for node in store.read_json(QUARANTINE_FILE, {}).get("nodes", {}):
+                out[node] = "critical"
+    return out
+
+
 def run_decide(directory, health, quarantined=None, prestaged=None, dry_run=False, clock=time.time,
                lock_timeout=DEFAULT_LOCK_TIMEOUT, reservation_dir=None, **policy):
     """decide() with the state directory: quarantine, verdict history, alert memory, and (from

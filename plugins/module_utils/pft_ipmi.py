@@ -311,10 +311,16 @@ def _take_in(st, res, t, policy, keep_history):
         st.track(sensor).add(t, verdict, reason, value, keep_history=keep_history)
 
 
-def _reached(states, stop_level):
-    """Names of the nodes with a sensor whose confirmed verdict is at ``stop_level`` or above."""
-    return [name for name, st in states.items()
-            if any(LEVEL.get(tr.verdict, -1) >= stop_level for tr in st.tracks.values())]
+def _reached(states, stop_level, handled=None):
+    """Names of the nodes with a sensor whose confirmed verdict is at ``stop_level`` or above, and
+    above the level already handled for that node (``handled``: {node: level name})."""
+    handled = handled or {}
+    out = []
+    for name, st in states.items():
+        bar = max(stop_level, LEVEL[handled[name]] + 1) if name in handled else stop_level
+        if any(LEVEL.get(tr.verdict, -1) >= bar for tr in st.tracks.values()):
+            out.append(name)
+    return out
 
 
 def _foresee(foresight, name, st, t, wall_t):
@@ -339,7 +345,7 @@ def _sweep_seconds(sweep_times):
 def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=None,
                hysteresis=1, timeout=3.0, parallelism=32, keep_history=False,
                node_factory=None, pump=None, after_sample=None, clock=time.monotonic, sleep=time.sleep,
-               retry_after=None, retry_max=60.0, foresight=None, wall=time.time):
+               retry_after=None, retry_max=60.0, foresight=None, wall=time.time, handled=None):
     """Sample every node's sensors and return the per-node verdicts.
 
     Either ``samples`` (a count) or ``window`` (seconds) bounds the run;
@@ -356,11 +362,17 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
     gets every reading of a sensor whose rule has ``fail_at``, on the ``wall``
     clock, and ends the run early, as ``stop_on`` does, when it predicts a
     node's failure sooner than that node can be emptied; each such node's
-    result then has ``prediction``.
+    result then has ``prediction``. ``handled`` ({node: "warning" or "critical"}) names what
+    was already done for a node (pre-staged, evacuated): such a node ends the run early only at a
+    verdict worse than that, and an evacuated (``critical``) one never on a prediction.
     """
     targets = validate_targets(targets)
     _check_sampling(samples, interval, window, hysteresis, timeout, retry_after, retry_max)
     stop_level = _stop_level(stop_on)
+    handled = dict(handled or {})
+    for node, level in handled.items():
+        if level not in ("warning", "critical"):
+            raise HealthError("handled: node %s: level must be warning or critical, got %r" % (node, level))
     fixes = None
     if node_factory is None:
         fixes = install_pyghmi_fixes()
@@ -389,12 +401,12 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
             if after_sample is not None:
                 after_sample(n)
             if stop_level is not None:
-                hit = _reached(states, stop_level)
+                hit = _reached(states, stop_level, handled)
                 if hit:
                     stopped_early = {"nodes": sorted(hit), "after_samples": n, "at": round(clock() - start, 3)}
                     break
             if foresight is not None:
-                hit = foresight.judge()
+                hit = [n for n in foresight.judge() if handled.get(n) != "critical"]
                 if hit:
                     stopped_early = {"nodes": sorted(hit), "after_samples": n, "at": round(clock() - start, 3),
                                      "predicted": True}

@@ -153,6 +153,16 @@ options:
     description: Seconds from the start of one sample to the start of the next.
     type: float
     default: 1.0
+  handled:
+    description:
+      - What was already done for a node, V(warning) (a target pre-staged) or V(critical) (evacuated), from
+        M(pft_watch_decide) with O(pft_watch_decide#module:handled_only). Such a node ends the run early
+        (O(stop_on), or a prediction) only for something worse; an evacuated node never on a prediction.
+        Its verdict is still reported at the end of the run.
+      - Without it, a pre-staged node that stays at its warning would end every run after O(hysteresis)
+        samples, and the nodes would go unwatched for the rest of each cron minute.
+    type: dict
+    default: {}
   stop_on:
     description:
       - Return as soon as any node's confirmed verdict reaches this level.
@@ -430,6 +440,7 @@ def main():
             window=dict(type="float"),
             interval=dict(type="float", default=1.0),
             stop_on=dict(type="str", choices=["warning", "critical", "never"], default="never"),
+            handled=dict(type="dict", default={}),
             hysteresis=dict(type="int", default=1),
             timeout=dict(type="float", default=3.0),
             parallelism=dict(type="int", default=32),
@@ -461,6 +472,7 @@ def main():
             samples=p["samples"] or 1, interval=p["interval"], window=p["window"],
             stop_on=p["stop_on"], hysteresis=p["hysteresis"], timeout=p["timeout"],
             parallelism=p["parallelism"], keep_history=p["return_history"], foresight=foresight,
+            handled=p["handled"],
         )
         if foresight is not None and p["predict"]["state_file"] and not module.check_mode:
             # the watch's first run may come before anything else made its state directory

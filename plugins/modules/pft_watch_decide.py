@@ -32,9 +32,16 @@ author:
   - pft contributors
 options:
   health:
-    description: The registered result of M(ipmi_health_info) (a dict with C(nodes)).
+    description: The registered result of M(ipmi_health_info) (a dict with C(nodes)). Required unless O(handled_only).
     type: dict
-    required: true
+  handled_only:
+    description:
+      - Decide nothing; only return RV(handled), what the watch already did per node (V(critical) for a
+        quarantined node, V(warning) for one with a pre-staged target in O(reservation_dir)). The watch passes
+        it to M(ipmi_health_info)'s O(ipmi_health_info#module:handled) before it samples, so that a node already
+        pre-staged or evacuated does not end every run's sampling after two samples.
+    type: bool
+    default: false
   quarantined:
     description:
       - Nodes never to act on. Defaults to the nodes in O(state_dir)C(/quarantine.json).
@@ -185,6 +192,11 @@ prestaged:
   returned: always
   type: dict
   sample: {compute2: compute3}
+handled:
+  description: With O(handled_only), each node the watch already acted on, with the level it acted at.
+  returned: when handled_only is true
+  type: dict
+  sample: {compute1: critical, compute2: warning}
 summary:
   description: Node names per action.
   returned: always
@@ -194,7 +206,7 @@ summary:
 
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.pft_decide import run_decide  # noqa: E402
+from ansible.module_utils.pft_decide import handled, run_decide  # noqa: E402
 from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_reservation import ReservationError  # noqa: E402
 from ansible.module_utils.pft_state import STATE_ARGS, WatchError  # noqa: E402
@@ -203,7 +215,8 @@ from ansible.module_utils.pft_state import STATE_ARGS, WatchError  # noqa: E402
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            health=dict(type="dict", required=True),
+            health=dict(type="dict"),
+            handled_only=dict(type="bool", default=False),
             quarantined=dict(type="list", elements="str"),
             prestaged=dict(type="dict"),
             reservation_dir=dict(type="path"),
@@ -219,9 +232,16 @@ def main():
                                                    margin=dict(type="float", default=2.0))),
             **STATE_ARGS
         ),
+        required_if=[("handled_only", False, ("health",))],
         supports_check_mode=True,
     )
     p = module.params
+    if p["handled_only"]:
+        try:
+            out = handled(p["state_dir"], reservation_dir=p["reservation_dir"], lock_timeout=p["lock_timeout"])
+        except Exception as exc:  # every failure is one clean message naming what is at fault
+            fail(module, 'pft_watch_decide', exc, clean=(WatchError, ReservationError))
+        module.exit_json(changed=False, handled=out)
     try:
         plan = run_decide(p["state_dir"], p["health"], quarantined=p["quarantined"], prestaged=p["prestaged"],
                           dry_run=module.check_mode, lock_timeout=p["lock_timeout"],

@@ -177,6 +177,18 @@ def test_prestaged_targets_come_from_pft_reservations(tmp_path):
     assert plan["release"] == []
 
 
+def test_handled_names_the_prestaged_and_the_quarantined_nodes(tmp_path):
+    from ansible.module_utils.pft_decide import handled, owner_for
+    from ansible.module_utils.pft_reservation import ReservationStore
+    rd, d = str(tmp_path / "res"), str(tmp_path / "state")
+    assert handled(d, rd) == {}                                   # nothing yet, nothing made
+    assert not os.path.exists(d)
+    ReservationStore(rd).reserve(["c3"], owner_for("c1", "g1"), ttl=60, purpose="watch-prestage")
+    ReservationStore(rd).reserve(["c4"], owner_for("c2", "g2"), ttl=60, purpose="watch-prestage")
+    quarantine(d, "present", node="c2", clock=Clock())
+    assert handled(d, rd) == {"c1": "warning", "c2": "critical"}   # quarantined wins
+
+
 def test_a_prestage_becomes_the_evacuation_with_its_own_purpose(tmp_path):
     from ansible.module_utils.pft_decide import owner_for
     from ansible.module_utils.pft_reservation import ReservationStore

@@ -177,6 +177,24 @@ def test_stop_on_returns_after_hysteresis():
     assert res["samples"] == 3
 
 
+def test_a_node_already_handled_ends_the_run_only_for_something_worse():
+    """A pre-staged node (handled: warning) that stays at its warning samples the whole run, and ends
+    it at once when it turns critical; an evacuated one (handled: critical) never ends it; another
+    node's warning still does."""
+    warm, hot = {"CPU1 Temp": 80}, {"CPU1 Temp": 90}
+    res = run({"a": [warm]}, samples=6, hysteresis=2, stop_on="warning", handled={"a": "warning"})
+    assert res["stopped_early"] is None and res["samples"] == 6 and res["nodes"]["a"]["verdict"] == "warning"
+    res = run({"a": [warm, warm, warm, hot]}, samples=20, hysteresis=2, stop_on="warning", handled={"a": "warning"})
+    assert res["stopped_early"]["nodes"] == ["a"] and res["samples"] == 5
+    res = run({"a": [hot]}, samples=6, hysteresis=2, stop_on="warning", handled={"a": "critical"})
+    assert res["stopped_early"] is None and res["nodes"]["a"]["verdict"] == "critical"
+    res = run({"a": [warm], "b": [{}, {}, warm]}, samples=20, hysteresis=2, stop_on="warning",
+              handled={"a": "warning"})
+    assert res["stopped_early"]["nodes"] == ["b"] and res["samples"] == 4
+    with pytest.raises(P.HealthError, match="handled: node a: level must be warning or critical"):
+        run({"a": [{}]}, handled={"a": "ok"})
+
+
 def test_window_mode_with_fake_clock():
     now = [0.0]
     res = run({"a": [{}]}, window=5.0, interval=1.0, clock=lambda: now[0],
