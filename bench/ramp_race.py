@@ -53,7 +53,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-for sub in ("tests", os.path.join("tests", "e2e"), "testbed"):
+for sub in ("tests", os.path.join("tests", "e2e"), "testbed", "scripts"):
     sys.path.insert(0, os.path.join(REPO, sub))
 
 WATCH = os.path.join(REPO, "playbooks", "watch.yml")
