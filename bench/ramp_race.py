@@ -13,8 +13,8 @@ runs it every minute (each run's sampling window is most of a minute), under one
   threshold   prediction off: evacuate once the reading is past the critical line (85 degC);
   predictive  prediction on (pft_watch_predict=true and the role's defaults).
 
-The watch is sampling before the ramp begins (--lead-in seconds, a steady state), as it would be
-on a cluster. A run counts as **saved** only if the guest ran on another node before the trip
+The watch is sampling before the ramp begins (--lead-in seconds, the reading steady at the ramp's
+start), as it would be on a cluster. A run counts as **saved** only if the guest ran on another node before the trip
 (its migration ended first) and still answers ssh after it. Otherwise **lost**, with the lead time
 it had. Then the tripped node comes back (`testbed.reset_node`, its kept snapshot) and a lost guest
 is started again on it, so that every run begins with the same cluster.
@@ -143,6 +143,9 @@ def race(cluster, workdir, key, rate, start, policy, lead_in, window, noise=0.3,
     state = os.path.join(workdir, f"{policy}-{rate:g}")
     os.makedirs(state)
     sink = SyslogSink(os.path.join(state, "syslog.sock"))
+    # the reading sits at the ramp's start through the lead-in: a ramp grows out of a steady
+    # reading, not out of a step from the sensor's nominal value (which reads as a runaway)
+    cluster.testbed.bmc(hot).set_sensor(SENSOR, start)
     cron = Cron(cluster, state, sink.path, policy == "predictive", window).start()
     try:
         time.sleep(lead_in)
@@ -191,6 +194,7 @@ def no_failure_trace(cluster, workdir, name, values, seconds, window):
     state = os.path.join(workdir, f"false-{name}")
     os.makedirs(state)
     sink = SyslogSink(os.path.join(state, "syslog.sock"))
+    bmc.set_sensor(SENSOR, values(0.0))
     cron = Cron(cluster, state, sink.path, True, window).start()
     began = time.time()
     try:
