@@ -86,6 +86,7 @@ class Cron:
         self.extra = ["-e", f"pft_state_dir={state_dir}", "-e", f"pft_alert_syslog_socket={syslog}",
                       "-e", f"pft_watch_window={window}", "-e", f"pft_watch_predict={str(predictive).lower()}"]
         self.runs = []
+        self.started = []             # wall clock start of each run
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -94,14 +95,20 @@ class Cron:
         while not self._stop.is_set():
             i += 1
             name = f"watch-{os.path.basename(self.state_dir)}-{i}"
+            self.started.append(time.time())
             self.runs.append(self.cluster.playbook(WATCH, *self.extra, name=name, timeout=900))
 
     def start(self):
         self.thread.start()
         return self
 
-    def stop(self):
-        """Let the run in progress finish (a migration is never cut), start no other."""
+    def stop(self, after=None):
+        """Let the run in progress finish (a migration is never cut), start no other. With ``after``
+        (a wall clock time: the trip), first wait for a run that started after it to end, as the
+        next cron run would: pft acts on a node that died between two runs, and records it."""
+        if after is not None:
+            while self.thread.is_alive() and not any(t > after for t in self.started[:len(self.runs)]):
+                time.sleep(1)
         self._stop.set()
         self.thread.join()
 
@@ -152,6 +159,7 @@ def race(cluster, workdir, key, rate, start, policy, lead_in, window, noise=0.3,
         ramp = BackgroundRamp(node_ramp(cluster.testbed, hot, SENSOR, rate, start=start, noise=noise, trip="unr",
                                         seed=seed, max_seconds=1800)).start()
         trip = ramp.join(timeout=1900)
+        cron.stop(after=trip["tripped_at"])
     finally:
         cron.stop()
         alerts = sink.drain()
