@@ -167,8 +167,9 @@ def race(cluster, workdir, key, rate, start, policy, lead_in, window, noise=0.3,
     began, tripped = trip["started_at"], trip["tripped_at"]
     recs = [r for r in audit(state) if r.get("guest") == GUEST]
     moved = next((r for r in recs if r.get("outcome") == "migrated"), None)
+    lost = next((r for r in recs if r.get("outcome") == "lost"), None)      # its source died under it
     evacuations = [r for r in recs if r.get("action") == "evacuate"]
-    rec = moved or (evacuations[0] if evacuations else None)
+    rec = moved or lost or (evacuations[0] if evacuations else None)
     crossed = next((t for t, v in trip["readings"] if v >= CRITICAL), None)
     decided = epoch(rec.get("started_at")) if rec else None
     mig = (rec or {}).get("migration") or {}
