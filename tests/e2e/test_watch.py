@@ -122,6 +122,25 @@ def guest_ssh(key, ip, command, timeout=60):
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def start_mpi_job(key, ip, steps):
+    """pft-mpi-job across the guests, started from the guest at ip, in the background (/root/job.log)."""
+    job = guest_ssh(key, ip, "nohup mpiexec -f /etc/pft/mpi-hosts -n %d pft-mpi-job --steps %d --pause 1 "
+                             "> /root/job.log 2>&1 < /dev/null & echo started" % (len(GUESTS), steps))
+    assert job.returncode == 0, job.stderr
+
+
+def mpi_job_output(key, ip, timeout=900):
+    """The job's log once it says it is done (or at the deadline)."""
+    deadline = time.monotonic() + timeout
+    out = ""
+    while time.monotonic() < deadline:
+        out = guest_ssh(key, ip, "cat /root/job.log", timeout=30).stdout
+        if "pft-mpi-job done" in out:
+            break
+        time.sleep(10)
+    return out
+
+
 def quarantine(cluster, node):
     """Take a free node out of the targets the way the watch does after an evacuation."""
     out = cluster.ansible("localhost", "pft_quarantine", "state=present node=%s state_dir=%s reason=test"
@@ -145,9 +164,7 @@ def test_heated_node_guest_moves_and_mpi_job_is_correct(cluster, tmp_path):
     hot, spares = cluster.layout.node["guest1"], cluster.layout.spares
     key = guest_key(cluster, tmp_path)
     g1 = cluster.guest("guest1")["ip"]
-    start = guest_ssh(key, g1, "nohup mpiexec -f /etc/pft/mpi-hosts -n %d pft-mpi-job --steps 90 --pause 1 "
-                               "> /root/job.log 2>&1 < /dev/null & echo started" % len(GUESTS))
-    assert start.returncode == 0, start.stderr
+    start_mpi_job(key, g1, steps=90)
     cluster.testbed.heat(hot, "CPU1 Temp", 92)
     result = run(cluster, WATCH, window=30, name="watch-heated")
     assert result.rc == 0, result.tail()
@@ -169,14 +186,7 @@ def test_heated_node_guest_moves_and_mpi_job_is_correct(cluster, tmp_path):
     alerts = " ".join(cluster.syslog.drain())
     assert "%s is critical" % hot in alerts and "guest1 moved from %s to %s" % (hot, spare) in alerts
     # the guest keeps its address, and the MPI job finishes with the right answer
-    deadline = time.monotonic() + 900
-    out = ""
-    while time.monotonic() < deadline:
-        proc = guest_ssh(key, g1, "cat /root/job.log", timeout=30)
-        out = proc.stdout
-        if "pft-mpi-job done" in out:
-            break
-        time.sleep(10)
+    out = mpi_job_output(key, g1)
     assert "result=correct" in out, out[-2000:]
     # back into service after cooling
     cluster.testbed.cool(hot)
@@ -408,9 +418,7 @@ def test_predicted_ramp_is_evacuated_before_the_trip_and_the_mpi_job_is_correct(
     hot, spares = cluster.layout.node["guest1"], cluster.layout.spares
     key = guest_key(cluster, tmp_path)
     g1 = cluster.guest("guest1")["ip"]
-    job = guest_ssh(key, g1, "nohup mpiexec -f /etc/pft/mpi-hosts -n %d pft-mpi-job --steps 150 --pause 1 "
-                             "> /root/job.log 2>&1 < /dev/null & echo started" % len(GUESTS))
-    assert job.returncode == 0, job.stderr
+    start_mpi_job(key, g1, steps=150)
     race = ramp(cluster, hot, rate=0.3, start=60.0, noise=0.3)
     try:
         result = run(cluster, WATCH, *PREDICT, window=55, name="watch-predicted")
@@ -434,13 +442,7 @@ def test_predicted_ramp_is_evacuated_before_the_trip_and_the_mpi_job_is_correct(
     assert crossed and rec["migration"]["total_s"] > 0
     assert placement(cluster)["guest1"] == [rec["target"]]
     assert guest_answers(key, g1)
-    deadline = time.monotonic() + 900
-    out = ""
-    while time.monotonic() < deadline:
-        out = guest_ssh(key, g1, "cat /root/job.log", timeout=30).stdout
-        if "pft-mpi-job done" in out:
-            break
-        time.sleep(10)
+    out = mpi_job_output(key, g1)
     assert "result=correct" in out, out[-2000:]
     bring_back(cluster, hot)
 
