@@ -46,13 +46,17 @@ def record(state_dir, target, mib, seconds, dry_run=False, lock_timeout=None):
     if not mib or not seconds or float(mib) <= 0 or float(seconds) <= 0:
         raise WatchError("a measured move needs positive mib and seconds, got mib=%r seconds=%r" % (mib, seconds))
     store = StateDir(state_dir, **({"lock_timeout": lock_timeout} if lock_timeout else {}))
+    warning = None
     with store:
-        data = _load(store)
+        try:
+            data = _load(store)
+        except WatchError as exc:      # a torn or foreign file: start the record again, and say so
+            data, warning = {"targets": {}}, "%s: started again" % exc
         data["targets"] = remember_throughput(data["targets"], target, float(mib), float(seconds), keep=KEEP)
         if not dry_run:
             store.write_json(THROUGHPUT_FILE, data)
     return {"changed": not dry_run, "target": target, "mib_per_s": round(float(mib) / float(seconds), 3),
-            "remembered": data["targets"][target]}
+            "remembered": data["targets"][target], "warning": warning}
 
 
 def read(state_dir, lock_timeout=None):

@@ -22,6 +22,8 @@ description:
     bad together.
   - O(state=measured) remembers one completed move (O(target), O(mib), O(seconds)). The last few
     throughputs per target are kept, under the state directory's lock.
+  - A C(throughput.json) that cannot be parsed is a warning, never a failure. O(state=expect) then plans with
+    O(default_throughput), and O(state=measured) starts the record again.
 version_added: "0.2.0"
 author:
   - pft contributors
@@ -175,10 +177,16 @@ def main():
         if p["state"] == "measured":
             out = record(p["state_dir"], p["target"], p["mib"], p["seconds"], dry_run=module.check_mode,
                          lock_timeout=p["lock_timeout"])
+            if out["warning"]:
+                module.warn(out["warning"])
             module.exit_json(changed=out["changed"], mib_per_s=out["mib_per_s"],
                              remembered=read(p["state_dir"], lock_timeout=p["lock_timeout"]) if not module.check_mode
                              else {out["target"]: out["remembered"]})
-        remembered = read(p["state_dir"], lock_timeout=p["lock_timeout"])
+        try:
+            remembered = read(p["state_dir"], lock_timeout=p["lock_timeout"])
+        except WatchError as exc:   # never a reason not to sample: plan with the default throughput
+            module.warn("%s: planning with default_throughput" % exc)
+            remembered = {}
         guests = dict(p["guests"])
         for node in p["nodes"] or ():
             guests.setdefault(node, None)

@@ -1,6 +1,8 @@
 # Copyright: pft contributors
 # SPDX-License-Identifier: GPL-3.0-or-later
 """pft_evacuation_time, run as Ansible runs it: expect from Ganglia's placement, remember a move."""
+import json
+
 import pft_evacuation_time as module
 from pft_module_run import run_module
 
@@ -30,3 +32,15 @@ def test_bad_settings_name_the_option(tmp_path, capsys):
     got = run_module(module, {"state_dir": str(tmp_path), "state": "measured", "target": "c3", "mib": 160,
                               "seconds": 0}, capsys)
     assert got["rc"] == 1 and "positive mib and seconds" in got["msg"]
+
+
+def test_a_corrupt_throughput_file_is_a_warning_and_starts_again(tmp_path, capsys):
+    d = tmp_path / "state"
+    d.mkdir()
+    (d / "throughput.json").write_text("{torn")
+    got = run_module(module, {"state_dir": str(d), "guests": {"c1": ["g"]}, "memory_mb": {"c1": {"g": 160}},
+                              "overhead": 10, "default_throughput": 4}, capsys)
+    assert got["rc"] == 0 and got["expected"]["c1"] == 50.0 and "default_throughput" in json.dumps(got["warnings"])
+    got = run_module(module, {"state_dir": str(d), "state": "measured", "target": "c3", "mib": 160, "seconds": 20},
+                     capsys)
+    assert got["rc"] == 0 and got["remembered"]["c3"] == [8.0] and "started again" in json.dumps(got["warnings"])
