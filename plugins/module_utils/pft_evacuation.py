@@ -23,7 +23,7 @@ __metaclass__ = type
 
 import os
 
-from ansible.module_utils.pft_common import check_name
+from ansible.module_utils.pft_common import DEFAULT_LOCK_TIMEOUT, check_name
 from ansible.module_utils.pft_predict import expected_evacuation, remember_throughput, throughput_of
 from ansible.module_utils.pft_state import StateDir, WatchError
 
@@ -39,32 +39,35 @@ def _load(store):
     return data
 
 
-def record(state_dir, target, mib, seconds, dry_run=False, lock_timeout=None):
+def record(state_dir, target, mib, seconds, dry_run=False, lock_timeout=DEFAULT_LOCK_TIMEOUT):
     """Remember one completed move of ``mib`` MiB in ``seconds`` to ``target``. Returns
-    {changed, target, mib_per_s, remembered: [MiB/s, ...]}."""
+    {changed, target, mib_per_s, remembered: {target: [MiB/s, ...]} as kept after it, warning}.
+    In ``dry_run`` nothing is written, not even the state directory."""
     check_name("target", target, error=WatchError)
     if not mib or not seconds or float(mib) <= 0 or float(seconds) <= 0:
         raise WatchError("a measured move needs positive mib and seconds, got mib=%r seconds=%r" % (mib, seconds))
-    store = StateDir(state_dir, **({"lock_timeout": lock_timeout} if lock_timeout else {}))
     warning = None
-    with store:
-        try:
-            data = _load(store)
-        except WatchError as exc:      # a torn or foreign file: start the record again, and say so
-            data, warning = {"targets": {}}, "%s: started again" % exc
+    data = {"targets": {}}
+    if not (dry_run and not os.path.isdir(state_dir)):
+        with StateDir(state_dir, lock_timeout=lock_timeout) as store:
+            try:
+                data = _load(store)
+            except WatchError as exc:      # a torn or foreign file: start the record again, and say so
+                warning = "%s: started again" % exc
+            data["targets"] = remember_throughput(data["targets"], target, float(mib), float(seconds), keep=KEEP)
+            if not dry_run:
+                store.write_json(THROUGHPUT_FILE, data)
+    else:
         data["targets"] = remember_throughput(data["targets"], target, float(mib), float(seconds), keep=KEEP)
-        if not dry_run:
-            store.write_json(THROUGHPUT_FILE, data)
     return {"changed": not dry_run, "target": target, "mib_per_s": round(float(mib) / float(seconds), 3),
-            "remembered": data["targets"][target], "warning": warning}
+            "remembered": data["targets"], "warning": warning}
 
 
-def read(state_dir, lock_timeout=None):
+def read(state_dir, lock_timeout=DEFAULT_LOCK_TIMEOUT):
     """{target: [MiB/s, ...]} remembered so far ({} before any move, or with no state directory yet)."""
     if not os.path.exists(os.path.join(state_dir, THROUGHPUT_FILE)):
         return {}
-    store = StateDir(state_dir, **({"lock_timeout": lock_timeout} if lock_timeout else {}))
-    with store:
+    with StateDir(state_dir, lock_timeout=lock_timeout) as store:
         return _load(store)["targets"]
 
 

@@ -179,9 +179,7 @@ def main():
                          lock_timeout=p["lock_timeout"])
             if out["warning"]:
                 module.warn(out["warning"])
-            module.exit_json(changed=out["changed"], mib_per_s=out["mib_per_s"],
-                             remembered=read(p["state_dir"], lock_timeout=p["lock_timeout"]) if not module.check_mode
-                             else {out["target"]: out["remembered"]})
+            module.exit_json(changed=out["changed"], mib_per_s=out["mib_per_s"], remembered=out["remembered"])
         try:
             remembered = read(p["state_dir"], lock_timeout=p["lock_timeout"])
         except WatchError as exc:   # never a reason not to sample: plan with the default throughput

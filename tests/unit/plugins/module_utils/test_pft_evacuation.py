@@ -29,6 +29,9 @@ def test_only_the_last_moves_are_kept_and_check_mode_writes_nothing(tmp_path):
     before = read(d)
     assert record(d, "compute3", 100, 1.0, dry_run=True)["changed"] is False
     assert read(d) == before
+    fresh = tmp_path / "none"
+    out = record(str(fresh), "compute3", 100, 10.0, dry_run=True)
+    assert out["remembered"]["compute3"] == [10.0] and not fresh.exists()      # not even the directory
 
 
 @pytest.mark.parametrize("target, mib, seconds, match", [
