@@ -13,9 +13,11 @@ Locks
     names the lock file; any other failure raises :class:`LockError`.
 
 Durable files
-    :func:`atomic_write` and :func:`write_json` replace a file atomically and durably: a temporary
-    file in the same directory, fsync of the file, rename, fsync of the directory. On any error the
-    old file stays as it was. :func:`read_json` reads one back; :func:`sync_dir` fsyncs a directory.
+    :func:`replacing` (a ``with`` block that writes the new file), :func:`atomic_write` and
+    :func:`write_json` replace a file atomically and durably: a temporary file in the same
+    directory, fsync of the file, rename, fsync of the directory. On any error the old file stays
+    as it was, and :func:`discard` removes the temporary file. :func:`read_json` reads one back;
+    :func:`sync_dir` fsyncs a directory.
 
 Names
     :func:`check_name` (``what, name``) with the rule :data:`NODE` (watch, quarantine, reservations)
@@ -27,6 +29,7 @@ Times, commands, verdicts, the watch's state directory
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -217,33 +220,51 @@ def sync_dir(directory):
         os.close(dfd)
 
 
-def atomic_write(path, data, mode=0o640, before_rename=None):
-    """Replace ``path`` with ``data`` (str, written as UTF-8, or bytes) atomically and durably.
-
-    The data goes to a new temporary file beside ``path`` (``.<name>.<random>.tmp``, created with
-    ``mode``), which is fsynced; ``before_rename(tmp_path)`` may then chown, chmod or validate it;
-    it is renamed over ``path`` and the directory is fsynced. On any error (OSError included, which is
-    raised as it is) the temporary file is removed and the old ``path`` is left as it was."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, ".%s.%s.tmp" % (name, uuid.uuid4().hex[:8]))
+def discard(path):
+    """Remove ``path`` if it is there; a file already gone, or one that cannot be removed, is not an error
+    (this runs while another error is being raised, which must not be masked)."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def replacing(path, mode=0o640, tmp=None):
+    """Replace ``path`` atomically and durably with what the ``with`` block writes.
+
+    The block gets a new temporary file beside ``path`` (``tmp``, by default
+    ``.<name>.<random>.tmp``), created with ``mode`` and open for binary reading and writing; its
+    ``name`` is the temporary path. When the block ends without error, the file is flushed, fsynced
+    and closed, renamed over ``path``, and the directory is fsynced. On any error (OSError included,
+    which is raised as it is) the temporary file is removed and the old ``path`` is left as it was."""
+    directory, name = os.path.split(os.path.abspath(path))
+    if tmp is None:
+        tmp = os.path.join(directory, ".%s.%s.tmp" % (name, uuid.uuid4().hex[:8]))
+    try:
+        with open(tmp, "x+b", opener=lambda p, flags: os.open(p, flags | os.O_CLOEXEC, mode)) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        if before_rename is not None:
-            before_rename(tmp)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard(tmp)
         raise
     sync_dir(directory)
+
+
+def atomic_write(path, data, mode=0o640, before_rename=None):
+    """Replace ``path`` with ``data`` (str, written as UTF-8, or bytes): :func:`replacing`.
+
+    ``before_rename(tmp_path)`` runs once the data is written and flushed, before the rename: it may
+    chown, chmod or validate the temporary file, and an error from it leaves ``path`` as it was."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    with replacing(path, mode=mode) as handle:
+        handle.write(data)
+        if before_rename is not None:
+            handle.flush()
+            before_rename(handle.name)
 
 
 def write_json(path, data, mode=0o640, indent=1):

@@ -32,8 +32,10 @@ import sys
 import time
 
 try:
+    from ansible.module_utils import pft_common as common
     from ansible.module_utils import pft_xen as xen
-except ImportError:          # on a dom0: the checkpoint receiver imports this beside pft_xen.py
+except ImportError:          # on a dom0: the checkpoint receiver imports this beside pft_xen.py and pft_common.py
+    import pft_common as common
     import pft_xen as xen
 
 CKPT_DIR = "/var/lib/pft/checkpoints"
@@ -207,15 +209,14 @@ def ckpt_apply(stream, guest, directory=CKPT_DIR):
     final = ckpt_path(guest, directory)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     lock = os.open(os.path.join(directory, ".%s.lock" % guest), os.O_RDWR | os.O_CREAT, 0o600)
-    tmp = os.path.join(directory, ".%s.save.%d.tmp" % (guest, os.getpid()))
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise xen.XenError("another checkpoint of %s is being written on this host" % guest) from None
         blocksize, base, created = _read_header(stream)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "r+b") as out:
+        tmp = os.path.join(directory, ".%s.save.%d.tmp" % (guest, os.getpid()))
+        with common.replacing(final, mode=0o600, tmp=tmp) as out:
             if base is not None:
                 try:
                     with open(final, "rb") as old:
@@ -238,22 +239,9 @@ def ckpt_apply(stream, guest, directory=CKPT_DIR):
             if h.hexdigest() != want:
                 raise xen.XenError("the new image's sha256 %s is not the sender's %s: image kept as it was"
                                % (h.hexdigest(), want))
-            os.fsync(out.fileno())
-        os.utime(tmp, (created, created))
-        os.rename(tmp, final)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            os.utime(out.fileno(), (created, created))
         return dict(path=final, size=size, sha256=want, created=created, blocks_received=received,
                     bytes_received=nbytes)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     finally:
         os.close(lock)
 

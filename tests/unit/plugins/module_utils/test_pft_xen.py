@@ -219,14 +219,15 @@ def test_check_target():
 
 
 def test_the_dom0_copies_import_as_plain_files_beside_each_other(tmp_path):
-    """The checkpoint receiver's lib dir holds pft_xen.py and pft_xen_checkpoint.py only (roles/xen_host):
+    """The checkpoint receiver's lib dir holds pft_xen.py, pft_common.py and pft_xen_checkpoint.py only (roles/xen_host):
     there they import by plain name, with no Ansible and no other pft file; under Ansible the same
     files import as ansible.module_utils.pft_xen*."""
     lib = os.path.join(REPO, "plugins", "module_utils")
-    for name in ("pft_xen.py", "pft_xen_checkpoint.py"):
+    for name in ("pft_xen.py", "pft_common.py", "pft_xen_checkpoint.py"):
         shutil.copy(os.path.join(lib, name), tmp_path / name)
     code = ("import sys; sys.path[:] = [p for p in sys.path if 'site-packages' not in p]; sys.path.insert(0, %r); "
             "import pft_xen_checkpoint; assert pft_xen_checkpoint.xen.__name__ == 'pft_xen'; "
+            "assert pft_xen_checkpoint.common.__name__ == 'pft_common'; "
             "assert 'ansible' not in sys.modules" % str(tmp_path))
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
