@@ -57,7 +57,14 @@ def os_error_text(exc):
 
 
 class LockError(PftError):
-    """The lock file could not be opened or locked (not because another process holds it)."""
+    """The lock file could not be opened or locked (not because another process holds it).
+
+    ``action`` says which step failed (``open the lock file``, ``lock``, ``create the directory``),
+    when an OSError (the exception's ``__cause__``) made it fail."""
+
+    def __init__(self, msg, action=None):
+        self.action = action
+        super().__init__(msg)
 
 
 class LockBusy(PftError):
@@ -100,7 +107,8 @@ class FileLock:
         try:
             return os.open(self.path, flags, self.mode)
         except OSError as exc:
-            raise LockError("cannot open the lock file %s: %s" % (self.path, os_error_text(exc))) from exc
+            raise LockError("cannot open the lock file %s: %s" % (self.path, os_error_text(exc)),
+                            action="open the lock file") from exc
 
     def acquire(self, timeout=None):
         """Take the lock; returns its descriptor. Raises LockBusy when it is still held after
@@ -117,7 +125,7 @@ class FileLock:
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     os.close(fd)
-                    raise LockError("cannot lock %s: %s" % (self.path, os_error_text(exc))) from exc
+                    raise LockError("cannot lock %s: %s" % (self.path, os_error_text(exc)), action="lock") from exc
             if self.clock() >= deadline:
                 os.close(fd)
                 raise LockBusy(self.path, timeout)
@@ -177,8 +185,28 @@ class LockedDir(FileLock):
         try:
             os.makedirs(self.directory, mode=self.dir_mode, exist_ok=True)
         except OSError as exc:
-            raise LockError("cannot create the directory %s: %s" % (self.directory, os_error_text(exc))) from exc
+            raise LockError("cannot create the directory %s: %s" % (self.directory, os_error_text(exc)),
+                            action="create the directory") from exc
         return super()._open()
+
+
+def lock_store(lock, label, directory, error, busy):
+    """Take ``lock``, the lock file of the store ``directory`` (a state or reservation directory), and
+    return it; its failures become the store's own ``error`` class. Still held by another process past
+    the deadline: ``error(busy)``. An OSError: ``<label> <directory>: cannot <action> <lock file>:
+    <cause>``, for example ``state directory /var/lib/pft: cannot open the lock file .lock: Permission
+    denied [EACCES]``. Any other failure: ``<label> <directory>: <what failed>``."""
+    try:
+        lock.acquire()
+    except LockBusy:
+        raise error(busy) from None
+    except LockError as err:
+        cause = err.__cause__
+        if err.action is None or not isinstance(cause, OSError):
+            raise error("%s %s: %s" % (label, directory, err)) from err
+        raise error("%s %s: cannot %s %s: %s" % (label, directory, err.action, os.path.relpath(lock.path, directory),
+                                                   os_error_text(cause))) from err
+    return lock
 
 
 def lock_is_held(path):

@@ -43,11 +43,10 @@ from ansible.module_utils.pft_common import (
     RESERVATIONS_DIR,
     FileLock,
     JsonFileError,
-    LockBusy,
-    LockError,
     NameRule,
     atomic_write,
     check_name,
+    lock_store,
     os_error_text,
     read_json,
     sync_dir,
@@ -139,18 +138,9 @@ class ReservationStore:
         """Exclusive flock on <dir>/.lock with a deadline; returns the held :class:`FileLock`."""
         self._ensure_dir()
         lock = FileLock(os.path.join(self.directory, LOCK_NAME), timeout=self.lock_timeout, mode=0o640, poll=0.01)
-        try:
-            lock.acquire()
-        except LockBusy:
-            raise ReservationError("reservation lock %s still held by another process after %.1f s"
-                                   % (lock.path, self.lock_timeout)) from None
-        except LockError as err:
-            if not isinstance(err.__cause__, OSError):
-                raise ReservationError("reservation directory %s: %s" % (self.directory, err)) from err
-            what = "open the lock file" if str(err).startswith("cannot open") else "lock"
-            raise ReservationError("reservation directory %s: cannot %s %s: %s"
-                                   % (self.directory, what, LOCK_NAME, os_error_text(err.__cause__))) from err
-        return lock
+        return lock_store(lock, "reservation directory", self.directory, ReservationError,
+                          "reservation lock %s still held by another process after %.1f s"
+                          % (lock.path, self.lock_timeout))
 
     @staticmethod
     def _unlock(lock):

@@ -46,9 +46,8 @@ from ansible.module_utils.pft_common import (
     WATCH_STATE_FILE,
     FileLock,
     JsonFileError,
-    LockBusy,
-    LockError,
     check_name,
+    lock_store,
     read_json,
     sync_dir,
     utc_iso,
@@ -114,17 +113,9 @@ class StateDir:
     def __enter__(self):
         self.ensure()
         lock = FileLock(self.path(LOCK_FILE), timeout=self.lock_timeout)
-        try:
-            lock.acquire()
-        except LockBusy:
-            raise WatchError("could not lock %s within %ss (another pft run holds it)"
-                             % (lock.path, self.lock_timeout)) from None
-        except LockError as err:
-            if not isinstance(err.__cause__, OSError):
-                raise WatchError("state directory %s: %s" % (self.directory, err)) from err
-            action = "open the lock file" if str(err).startswith("cannot open") else "lock"
-            raise self.error(action, lock.path, err.__cause__) from err
-        self._lock = lock
+        self._lock = lock_store(lock, "state directory", self.directory, WatchError,
+                                "could not lock %s within %ss (another pft run holds it)"
+                                % (lock.path, self.lock_timeout))
         return self
 
     def __exit__(self, *exc):

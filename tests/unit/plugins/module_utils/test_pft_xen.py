@@ -219,7 +219,8 @@ def test_check_target():
 
 
 def test_the_dom0_copies_import_as_plain_files_beside_each_other(tmp_path):
-    """The checkpoint receiver's lib dir holds pft_xen.py, pft_common.py and pft_xen_checkpoint.py only (roles/xen_host):
+    """The checkpoint receiver's lib dir holds pft_xen.py, pft_common.py and pft_xen_checkpoint.py only
+    (roles/xen_host):
     there they import by plain name, with no Ansible and no other pft file; under Ansible the same
     files import as ansible.module_utils.pft_xen*."""
     lib = os.path.join(REPO, "plugins", "module_utils")
