@@ -35,6 +35,7 @@ reader; :class:`GangliaError`, the metric names and :func:`parse_guest_memory` c
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import socket
@@ -53,23 +54,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without defusedx
     DEFUSEDXML_IMPORT_ERROR = exc
 
 try:
-    from ansible.module_utils.pft_ganglia_publish import (
-        DEFAULT_FREE_MEMORY_METRIC,
-        DEFAULT_GUEST_MEMORY_METRIC,
-        DEFAULT_GUEST_METRIC,
-        DEFAULT_GUEST_NAMES_METRIC,
-        GangliaError,
-        parse_guest_memory,
-    )
+    from ansible.module_utils import pft_ganglia_publish as publish
 except ImportError:     # imported by its plain name, beside pft_ganglia_publish.py (bench/)
-    from pft_ganglia_publish import (
-        DEFAULT_FREE_MEMORY_METRIC,
-        DEFAULT_GUEST_MEMORY_METRIC,
-        DEFAULT_GUEST_METRIC,
-        DEFAULT_GUEST_NAMES_METRIC,
-        GangliaError,
-        parse_guest_memory,
-    )
+    import pft_ganglia_publish as publish
+
+# the metric names and errors this reader shares with the dom0's publisher (pft_select and the modules import
+# them from here)
+DEFAULT_FREE_MEMORY_METRIC = publish.DEFAULT_FREE_MEMORY_METRIC
+DEFAULT_GUEST_MEMORY_METRIC = publish.DEFAULT_GUEST_MEMORY_METRIC
+DEFAULT_GUEST_METRIC = publish.DEFAULT_GUEST_METRIC
+DEFAULT_GUEST_NAMES_METRIC = publish.DEFAULT_GUEST_NAMES_METRIC
+GangliaError = publish.GangliaError
+parse_guest_memory = publish.parse_guest_memory
 
 DEFAULT_PORT = 8649
 DEFAULT_TIMEOUT = 5.0
@@ -105,18 +101,18 @@ class GangliaXMLError(GangliaError):
 # --------------------------------------------------------------------------
 # Data model
 # --------------------------------------------------------------------------
+@dataclasses.dataclass(slots=True)
 class Metric:
-    __slots__ = ("name", "val", "type", "units", "tn", "tmax", "dmax", "spoofed")
+    """One METRIC element: its value as gmond reports it (a string), and its age and lifetimes in seconds."""
 
-    def __init__(self, name, val, mtype, units, tn, tmax, dmax, spoofed=False):
-        self.name = name
-        self.val = val
-        self.type = mtype
-        self.units = units
-        self.tn = tn
-        self.tmax = tmax
-        self.dmax = dmax
-        self.spoofed = spoofed
+    name: str
+    val: str | None
+    type: str | None
+    units: str | None
+    tn: int
+    tmax: int
+    dmax: int
+    spoofed: bool = False
 
     def number(self):
         """The value as a float, or None if it is not a finite number."""
@@ -131,19 +127,19 @@ class Metric:
                 "tmax": self.tmax, "dmax": self.dmax, "spoofed": self.spoofed}
 
 
+@dataclasses.dataclass(slots=True)
 class Host:
-    __slots__ = ("name", "ip", "cluster", "reported", "tn", "tmax", "dmax", "gmond_started", "metrics")
+    """One HOST element: when it last reported, its gmond's start, and its metrics by name."""
 
-    def __init__(self, name, ip, cluster, reported, tn, tmax, dmax, gmond_started):
-        self.name = name
-        self.ip = ip
-        self.cluster = cluster
-        self.reported = reported
-        self.tn = tn
-        self.tmax = tmax
-        self.dmax = dmax
-        self.gmond_started = gmond_started
-        self.metrics = {}
+    name: str
+    ip: str
+    cluster: str
+    reported: int
+    tn: int
+    tmax: int
+    dmax: int
+    gmond_started: int
+    metrics: dict = dataclasses.field(default_factory=dict)
 
     def is_down(self, factor=DEFAULT_HOST_DOWN_FACTOR):
         """Ganglia's host-down rule: TN > factor x TMAX (TMAX 0 counts as 1 s)."""

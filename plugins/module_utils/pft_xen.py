@@ -102,23 +102,17 @@ XL_UPTIME_ROW = re.compile(r"^(?P<name>\S.*?)\s+(?P<domid>\d+)\s+(?:(?P<days>\d+
 XL_INFO_ROW = re.compile(r"^(?P<key>[a-z_]+)\s*:\s?(?P<value>.*)$")
 
 
+# The xl list state letters (position in ``rbpscd``, letter, word), most significant first: a domain that is
+# dying is "dying" whatever else its letters say; one with no letter set is "idle".
+STATE_LETTERS = ((5, "d", "dying"), (4, "c", "crashed"), (3, "s", "shutdown"), (2, "p", "paused"),
+                 (0, "r", "running"), (1, "b", "blocked"))
+
+
 def state_word(flags):
     """The xl list state letters (e.g. ``-b----``) as one word, most significant first."""
     if len(flags) != 6:
         return "unknown"
-    if flags[5] == "d":
-        return "dying"
-    if flags[4] == "c":
-        return "crashed"
-    if flags[3] == "s":
-        return "shutdown"
-    if flags[2] == "p":
-        return "paused"
-    if flags[0] == "r":
-        return "running"
-    if flags[1] == "b":
-        return "blocked"
-    return "idle"
+    return next((word for index, letter, word in STATE_LETTERS if flags[index] == letter), "idle")
 
 
 def parse_xl_list(text):
