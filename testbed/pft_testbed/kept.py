@@ -141,19 +141,28 @@ def converge_roles(repo):
     (pft_watch), which site.yml does not run, is not an input."""
     top = os.path.join(repo, ROLES_DIR)
     roles = set(os.listdir(top)) if os.path.isdir(top) else set()
-    pending = set()
-    for _, text in _texts(repo, SITE_PLAYBOOK):
-        pending |= {name for m in _ROLE_REF.finditer(text) for name in m.groups() if name in roles}
-    seen = set()
+    def refs(text):
+        return {name for m in _ROLE_REF.finditer(text) for name in m.groups() if name in roles}
+
+    def called_by(name):
+        return {n for rel, text in _texts(repo, f"{ROLES_DIR}/{name}")
+                if rel.endswith((".yml", ".yaml")) and ("/tasks/" in rel or "/meta/" in rel or "/handlers/" in rel)
+                for n in refs(text)}
+
+    start = {n for _, text in _texts(repo, SITE_PLAYBOOK) for n in refs(text)}
+    return sorted(f"{ROLES_DIR}/{name}" for name in _closure(start, called_by))
+
+
+def _closure(start, follow):
+    """Every name reachable from the set ``start`` through ``follow(name)`` (a set of names), ``start``
+    included; each name is followed once."""
+    seen, pending = set(), set(start)
     while pending:
         name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for rel, text in _texts(repo, f"{ROLES_DIR}/{name}"):
-            if rel.endswith((".yml", ".yaml")) and ("/tasks/" in rel or "/meta/" in rel or "/handlers/" in rel):
-                pending |= {n for m in _ROLE_REF.finditer(text) for n in m.groups() if n in roles} - seen
-    return sorted(f"{ROLES_DIR}/{name}" for name in seen)
+        if name not in seen:
+            seen.add(name)
+            pending |= follow(name) - seen
+    return seen
 
 
 def _callers(repo):
@@ -180,25 +189,18 @@ def converge_code(repo):
     def util_refs(text):
         return {m.group(1) for ref in _UTIL_REFS for m in ref.finditer(text) if m.group(1) in utils}
 
-    pending = set()
-    for text in caller_texts:
-        pending |= util_refs(text)
+    start = {n for text in caller_texts for n in util_refs(text)}
     out = set()
     for name in sorted(used):
         out.add(f"{MODULES_DIR}/{name}.py")
         if os.path.lexists(os.path.join(repo, LIBRARY_DIR, f"{name}.py")):
             out.add(f"{LIBRARY_DIR}/{name}.py")
-        for _, text in _texts(repo, f"{MODULES_DIR}/{name}.py"):
-            pending |= util_refs(text)
-    seen = set()
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        out.add(f"{MODULE_UTILS_DIR}/{name}.py")
-        for _, text in _texts(repo, f"{MODULE_UTILS_DIR}/{name}.py"):
-            pending |= util_refs(text) - seen
+        start |= {n for _, text in _texts(repo, f"{MODULES_DIR}/{name}.py") for n in util_refs(text)}
+
+    def imported_by(name):
+        return {n for _, text in _texts(repo, f"{MODULE_UTILS_DIR}/{name}.py") for n in util_refs(text)}
+
+    out |= {f"{MODULE_UTILS_DIR}/{name}.py" for name in _closure(start, imported_by)}
     return sorted(out)
 
 
