@@ -213,7 +213,9 @@ options:
           - Where the samples of the last O(predict.window) seconds are kept between runs (JSON,
             written atomically), so that a trend that began at the end of one run is carried into
             the next. Omitted, each run starts without history.
-          - An unreadable file is a warning, and the run starts without history.
+          - An unreadable file is a warning, and the run starts without history. One that cannot be
+            written (a full or read-only directory) is a warning too: the health result is returned, and
+            the next run starts without history.
         type: path
       window:
         description: Seconds of samples the trend is estimated from.
@@ -475,14 +477,23 @@ def main():
             handled=p["handled"],
         )
         if foresight is not None and p["predict"]["state_file"] and not module.check_mode:
-            # the watch's first run may come before anything else made its state directory
-            os.makedirs(os.path.dirname(os.path.abspath(p["predict"]["state_file"])), mode=0o750, exist_ok=True)
-            write_json(p["predict"]["state_file"], foresight.carried(), indent=None)
+            _keep_samples(module, p["predict"]["state_file"], foresight.carried())
     except HealthError as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:
         fail(module, "ipmi_health_info", exc)
     module.exit_json(changed=False, **result)
+
+
+def _keep_samples(module, path, carried):
+    """Write the samples the next run carries. The verdicts matter more than this cache: a file that cannot
+    be written (a full or read-only state directory) is a warning, and the next run starts without them."""
+    try:
+        # the watch's first run may come before anything else made its state directory
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
+        write_json(path, carried, indent=None)
+    except OSError as exc:
+        module.warn("prediction samples %s not kept (%s): the next run starts without them" % (path, exc))
 
 
 def _foresight(module, predict):

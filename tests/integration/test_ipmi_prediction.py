@@ -69,7 +69,7 @@ def test_a_steady_sensor_predicts_nothing_and_samples_the_whole_window(farm):
     assert pred["time_to_failure_s"] is None and not pred["predicted"]
 
 
-def test_the_module_keeps_the_samples_between_runs_and_survives_a_corrupt_file(farm, tmp_path, capsys):
+def test_the_module_keeps_the_samples_between_runs_and_survives_a_corrupt_or_unwritable_file(farm, tmp_path, capsys):
     import json
 
     import ipmi_health_info as module
@@ -94,6 +94,11 @@ def test_the_module_keeps_the_samples_between_runs_and_survives_a_corrupt_file(f
     got = run_module(module, args, capsys)
     assert got["rc"] == 0 and "unreadable" in json.dumps(got.get("warnings")), got.get("warnings")
     assert len(json.loads(state.read_text())["nodes"][bmc.name]["CPU1 Temp"]) == 5
+    state.unlink()
+    state.mkdir()                       # a path that cannot be written: a warning, and the verdicts still come
+    got = run_module(module, args, capsys)
+    assert got["rc"] == 0 and "not kept" in json.dumps(got.get("warnings")), got.get("warnings")
+    assert got["nodes"][bmc.name]["prediction"]["time_to_failure_s"] is None
     args["predict"]["min_confidence"] = 1.5
     got = run_module(module, args, capsys)
     assert got["rc"] == 1 and "min_confidence" in got["msg"]
