@@ -214,7 +214,7 @@ options:
             written atomically), so that a trend that began at the end of one run is carried into
             the next. Omitted, each run starts without history.
           - An unreadable file is a warning, and the run starts without history. One that cannot be
-            written (a full or read-only directory) is a warning too: the health result is returned, and
+            written (a full or read-only directory) is a warning too; the health result is returned, and
             the next run starts without history.
         type: path
       window:
