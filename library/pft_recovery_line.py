@@ -1,0 +1,1 @@
+../plugins/modules/pft_recovery_line.py
