@@ -6,8 +6,9 @@
 * :class:`LanNode` drives one BMC over IPMI LAN (login, sensor repository,
   readings) as callbacks on pyghmi's event loop, sensor by sensor, so one bad
   sensor does not abort the node and one dead BMC blocks nobody; one sample's
-  work is an :class:`_Operation`, and the sensor repository is read by an
-  :class:`SdrReader`.
+  work is a :class:`SensorOperation` (a :class:`BmcOperation`, which other
+  work on a BMC, such as chassis power, builds on too), and the sensor
+  repository is read by an :class:`SdrReader`.
 * :class:`LocalNode` reads the in-band BMC (/dev/ipmi0).
 * :class:`NodeUnavailable` is how a node says it could not be read at all.
 """
@@ -126,7 +127,7 @@ def _decode(entries, name, cmd, rsp):
 
 
 
-def _check_reply(rsp):
+def check_reply(rsp):
     """Raise NodeUnavailable when a request got no answer at all (timeout, broken session)."""
     if rsp.get("code") == 0xFFFF or ("error" in rsp and rsp.get("code") in (None, 0)):
         raise NodeUnavailable(classify_ipmi_error(rsp.get("error", "timeout"))[0])
@@ -193,7 +194,7 @@ class SdrReader:
         self.request(0x0A, 0x22, (), self._on_reservation)
 
     def _on_reservation(self, rsp):
-        _check_reply(rsp)
+        check_reply(rsp)
         if rsp.get("code"):
             raise NodeUnavailable("IPMI error: Reserve SDR Repository: completion code 0x%02x" % rsp["code"])
         self.reservation = rsp["data"][0] | (rsp["data"][1] << 8)
@@ -208,7 +209,7 @@ class SdrReader:
         self.request(0x0A, 0x23, data, self._on_part)
 
     def _on_part(self, rsp):
-        _check_reply(rsp)
+        check_reply(rsp)
         code = rsp.get("code")
         if code == CC_CANNOT_RETURN_BYTES and self.size == self.WHOLE_RECORD:
             self.size = self.HEADER                     # header first, then chunks
@@ -303,28 +304,33 @@ class LanNode:
 
         ``done(result)`` gets {sensor: reading} or a NodeUnavailable, once.
         """
+        self.begin(SensorOperation, prepare, done, defer)
+
+    def begin(self, operation, *args):
+        """Start ``operation(self, *args)`` (a :class:`BmcOperation`) as the node's current one."""
         self.gen += 1
         self.busy_since = self._clock()
-        _Operation(self, prepare, done, defer).start()
+        op = operation(self, *args)
+        op.start()
+        return op
 
 
-class _Operation:
-    """One sample's work on a LanNode: log in and read the SDR if needed, then read the sensors.
+class BmcOperation:
+    """One piece of work on a LanNode: log in if needed, then a chain of requests.
 
     Every step after the first is a continuation run through ``defer`` and
     :meth:`run`: any exception ends the operation with a NodeUnavailable. A
     newer operation on the node (or ``abandon``) makes this one stale: its
-    late continuations do nothing and it never reports.
+    late continuations do nothing and it never reports. A subclass says what
+    follows the login (:meth:`after_login`) and what an already connected node
+    does (:meth:`resume`); it ends with :meth:`finish`.
     """
 
-    def __init__(self, node, prepare, done, defer):
+    def __init__(self, node, done, defer):
         self.node = node
         self.gen = node.gen
-        self.prepare = prepare
         self.done = done
         self.defer = defer
-        self.index = 0      # the next of node.names to read
-        self.out = {}       # {sensor: reading} read so far
 
     @property
     def stale(self):
@@ -368,7 +374,7 @@ class _Operation:
     def start(self):
         node = self.node
         if node.connected:
-            self.run(self.read_next)
+            self.run(self.resume)
             return
         t = node.target
         port = int(t.get("port") or 623)
@@ -388,6 +394,28 @@ class _Operation:
         if "error" in response:
             reason, permanent = classify_ipmi_error(response["error"])
             raise NodeUnavailable(reason, permanent)
+        self.after_login()
+
+    def resume(self):
+        raise NotImplementedError
+
+    def after_login(self):
+        raise NotImplementedError
+
+
+class SensorOperation(BmcOperation):
+    """One sample's work: log in and read the SDR if needed, then read the selected sensors."""
+
+    def __init__(self, node, prepare, done, defer):
+        super().__init__(node, done, defer)
+        self.prepare = prepare
+        self.index = 0      # the next of node.names to read
+        self.out = {}       # {sensor: reading} read so far
+
+    def resume(self):
+        self.read_next()
+
+    def after_login(self):
         self.request(0x06, 0x01, (), self.read_sdr)   # Get Device ID, then the SDR
 
     # -- sensor repository --------------------------------------------------

@@ -1,0 +1,1 @@
+../plugins/modules/ipmi_fence.py
