@@ -36,6 +36,9 @@ from ansible.module_utils.pft_ipmi_sampler import Sampler
 
 __metaclass__ = type
 
+# seconds a run waits, at most, for its BMCs to answer Close Session (never more than the per-sample timeout)
+CLOSE_DEADLINE = 2.0
+
 
 def _bmc_key(address, port):
     """(address, port) of a BMC in one spelling, so that the same BMC compares equal."""
@@ -420,6 +423,8 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
             if delay > 0:
                 # logins and answers no sample waits for go on meanwhile
                 sampler.idle(delay, readers)
+        # the BMCs' session slots back before the module exits (a run a minute would leak one a minute)
+        closed, unanswered = sampler.close_sessions(readers, min(timeout, CLOSE_DEADLINE))
     finally:
         sampler.close()
     nodes = {name: _node_result(st, policy, keep_history) for name, st in states.items()}
@@ -435,6 +440,7 @@ def run_health(targets, policy, samples=1, interval=1.0, window=None, stop_on=No
         "summary": summary,
         "samples": n,
         "elapsed": round(clock() - start, 3),
+        "bmc_sessions": {"closed": closed, "unanswered": unanswered},
         "sweep_seconds": _sweep_seconds(sweep_times),
         "stopped_early": stopped_early,
         "pyghmi_fixes": fixes,

@@ -19,12 +19,17 @@ The fixes patch pyghmi's session module at run time, and only where needed:
   pyghmi never removes, so a second login to the same BMC in one process
   neither waits forever nor gets a broken session back.
 
+:func:`close_session` sends Close Session without waiting for the answer
+(pyghmi's own ``logout`` waits, one BMC after the other), so that a run can
+give every BMC its session slot back at once before it exits.
+
 :func:`install_pyghmi_fixes` installs the first two; ipmi_health_info reports
 whether they are active (``pyghmi_fixes``).
 """
 
 from __future__ import absolute_import, division, print_function
 
+import struct
 import threading
 
 __metaclass__ = type
@@ -171,6 +176,28 @@ def forget_stale_login(address, username, password, port, session_mod=None):
         return
     session_mod.Session.initting_sessions.pop((address, username, password, port, None), None)
 
+
+
+def close_session(session, done):
+    """Close a logged-in pyghmi session: Close Session (App netfn 6, command 0x3C, the session id) is
+    sent now, and ``done(response)`` runs from pyghmi's event loop on its answer or its timeout. pyghmi
+    then forgets the session as its own ``logout`` does (no keepalive, not logged in). Returns False,
+    sending nothing, when the session is not logged in."""
+    if not getattr(session, "logged", False):
+        return False
+
+    def answered(rsp):
+        session.incommand = False
+        while session.evq:
+            session.evq.popleft().set()
+        session.lastpayload = None
+        with pyghmi_session.util.protect(pyghmi_session.KEEPALIVE_SESSIONS):
+            pyghmi_session.Session.keepalive_sessions.pop(session, None)
+        session.logged = 0
+        done(rsp)
+    session.raw_command(netfn=6, command=0x3C, data=tuple(struct.pack("<I", session.sessionid)), retry=False,
+                        callback=answered)
+    return True
 
 
 def pump_pyghmi(timeout):

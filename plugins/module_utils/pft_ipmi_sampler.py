@@ -21,7 +21,7 @@ import time
 
 from ansible.module_utils.pft_ipmi_nodes import NodeUnavailable
 from ansible.module_utils.pft_ipmi_policy import format_number
-from ansible.module_utils.pft_ipmi_pyghmi import pump_pyghmi
+from ansible.module_utils.pft_ipmi_pyghmi import close_session, pump_pyghmi
 
 __metaclass__ = type
 
@@ -421,6 +421,27 @@ class Sampler:
                 return
             self.pump(min(remaining, self.STEP))
             self._run_deferred()
+
+    def close_sessions(self, readers, deadline):
+        """Give each BMC its session slot back: Close Session to every LAN node that is logged in and not
+        waiting for an answer, all at once, and the answers waited for at most ``deadline`` seconds. A BMC
+        has a handful of session slots, shared with the admins' tools; a session left open holds one
+        until the BMC times it out. Returns (closed, unanswered)."""
+        waiting = set()
+        for r in readers:
+            session = getattr(getattr(r, "cmd", None), "ipmi_session", None)
+            if not getattr(r, "can_async", False) or r.busy or session is None:
+                continue
+            try:
+                if close_session(session, lambda rsp, name=r.name: waiting.discard(name)):
+                    waiting.add(r.name)
+            except Exception:  # a session pyghmi broke: it holds no slot worth a failure here
+                continue
+        sent = len(waiting)
+        end = self.clock() + deadline
+        while waiting and self.clock() < end:
+            self.pump(min(end - self.clock(), self.STEP))
+        return sent - len(waiting), len(waiting)
 
     def close(self):
         with self.lock:

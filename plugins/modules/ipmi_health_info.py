@@ -35,6 +35,8 @@ description:
     V(unknown) with the reason (naming the node, and for a shared BMC all the nodes that share it)
     and is not sampled; the other nodes are sampled as usual. Only a list that cannot be used at
     all (empty, an entry without a name, or a name listed twice) fails the module.
+  - At the end of a run every BMC session is closed (Close Session), all at once, so that a run a minute does not
+    hold one more of a BMC's few session slots each minute.
   - The module only reads; it changes nothing, so check mode runs it as usual.
 version_added: "0.1.0"
 author:
@@ -367,6 +369,14 @@ elapsed:
   returned: always
   type: float
   sample: 6.02
+bmc_sessions:
+  description:
+    - The sessions given back at the end of the run. C(closed), the BMCs that answered Close Session; C(unanswered),
+      those that did not within 2 s (or O(timeout) if shorter). A BMC has few session slots, shared with the admins'
+      tools, so no run leaves one open.
+  returned: always
+  type: dict
+  sample: {closed: 4, unanswered: 0}
 sweep_seconds:
   description: Minimum, median and maximum time of one sample of all nodes.
   returned: always

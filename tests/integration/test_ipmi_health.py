@@ -306,6 +306,31 @@ def test_dead_rack_does_not_stop_sampling(dead_rack, parallelism):
 
 # -- inventory mistakes and a policy that watches nothing, on real BMCs -------------------
 
+def active_sessions(bmc):
+    """The BMC's own count of active sessions (ipmitool's Get Session Info, from another process; its own
+    session counts, so an idle BMC says 1). The password goes through the environment, not argv."""
+    out = subprocess.run(["ipmitool", "-I", "lanplus", "-H", bmc.address, "-p", str(bmc.port), "-U", "admin", "-E",
+                          "session", "info", "active"], env=dict(os.environ, IPMI_PASSWORD=bmc.password),
+                         capture_output=True, text=True, timeout=30).stdout
+    return int(re.search(r"active sessions\s*:\s*(\d+)", out).group(1))
+
+
+def test_every_run_gives_its_bmc_sessions_back(bmcs):
+    """A BMC has a handful of session slots, shared with the admins' tools: a run a minute that left its
+    session open would hold one more each minute until the BMC timed them out."""
+    b, dead = bmcs[0], bmcs[1]
+    before = active_sessions(b)
+    for _ in range(3):
+        got = health([b.target()], samples=2, interval=0.2)
+        assert got["nodes"][b.name]["verdict"] == "ok" and got["bmc_sessions"] == {"closed": 1, "unanswered": 0}
+    assert active_sessions(b) == before
+    # a BMC that stops answering after the login costs the close at most its deadline, and is counted
+    t = time.monotonic()
+    got = health([dead.target()], samples=1, after_sample=lambda *a: dead.pause())
+    assert time.monotonic() - t < 3 + H.CLOSE_DEADLINE + 1
+    assert got["bmc_sessions"] == {"closed": 0, "unanswered": 1}, got["bmc_sessions"]
+
+
 def test_policy_matching_no_sensor_is_unknown(bmcs):
     res = health([bmcs[0].target()], policy=[{"name": "PSU*", "upper_critical": 50}, {"type": "Current"}])
     node = res["nodes"][bmcs[0].name]
