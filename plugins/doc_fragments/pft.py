@@ -25,6 +25,22 @@ attributes:
     platforms: posix
 """
 
+    # The default BMC credentials of the modules that talk to BMCs (ipmi_health_info, ipmi_fence); the
+    # matching argument spec is pft_ipmi_nodes.BMC_CREDENTIAL_ARGS.
+    BMC_CREDENTIALS = r"""
+options:
+  username:
+    description:
+      - Default BMC user for targets that do not give one.
+      - If not set, the environment variable E(PFT_BMC_USERNAME) is used.
+    type: str
+  password:
+    description:
+      - Default BMC password for targets that do not give one.
+      - If not set, the environment variable E(PFT_BMC_PASSWORD) is used.
+    type: str
+"""
+
     # The controller state directory of the watch modules (pft_watch_decide, pft_quarantine,
     # pft_audit); the matching argument spec is pft_state.STATE_ARGS.
     STATE_DIR = r"""

@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 import time
 
+from ansible.module_utils.basic import env_fallback
 from ansible.module_utils.pft_ipmi_pyghmi import forget_stale_login, pyghmi_command
 
 __metaclass__ = type
@@ -31,6 +32,13 @@ class NodeUnavailable(Exception):
         self.permanent = permanent
         # first login still queued or running: no sample yet, not a failed one
         self.pending = pending
+
+
+# The modules' default BMC credentials (doc fragment pft.bmc_credentials): the inventory's, else the environment's.
+BMC_CREDENTIAL_ARGS = dict(
+    username=dict(type="str", fallback=(env_fallback, ["PFT_BMC_USERNAME"])),
+    password=dict(type="str", no_log=True, fallback=(env_fallback, ["PFT_BMC_PASSWORD"])),
+)
 
 
 def classify_ipmi_error(exc):

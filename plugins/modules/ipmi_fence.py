@@ -55,16 +55,6 @@ options:
       password:
         description: The BMC password. Defaults to O(password). Keep it in vault or the environment.
         type: str
-  username:
-    description:
-      - Default BMC user for targets that do not give one.
-      - If not set, the environment variable E(PFT_BMC_USERNAME) is used.
-    type: str
-  password:
-    description:
-      - Default BMC password for targets that do not give one.
-      - If not set, the environment variable E(PFT_BMC_PASSWORD) is used.
-    type: str
   state:
     description: V(off) fences (powers off and confirms off); V(status) only reads the chassis power.
     type: str
@@ -80,6 +70,7 @@ options:
     default: 0.5
 extends_documentation_fragment:
   - pft.attributes
+  - pft.bmc_credentials
 attributes:
   check_mode:
     support: full
@@ -137,7 +128,8 @@ not_fenced:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.pft_ipmi_nodes import BMC_CREDENTIAL_ARGS  # noqa: E402
 from ansible.module_utils.pft_ipmi_power import chassis  # noqa: E402
 from ansible.module_utils.pft_ipmi_pyghmi import HAS_PYGHMI, PYGHMI_IMPORT_ERROR  # noqa: E402
 
@@ -154,8 +146,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             targets=dict(type="list", elements="dict", required=True, options=TARGET_SPEC),
-            username=dict(type="str", fallback=(env_fallback, ["PFT_BMC_USERNAME"])),
-            password=dict(type="str", no_log=True, fallback=(env_fallback, ["PFT_BMC_PASSWORD"])),
+            **BMC_CREDENTIAL_ARGS,
             state=dict(type="str", choices=["off", "status"], default="off"),
             deadline=dict(type="float", default=20.0),
             poll=dict(type="float", default=0.5),

@@ -87,16 +87,6 @@ options:
         type: str
         choices: [lan, local]
         default: lan
-  username:
-    description:
-      - Default BMC user for targets that do not give one.
-      - If not set, the environment variable E(PFT_BMC_USERNAME) is used.
-    type: str
-  password:
-    description:
-      - Default BMC password for targets that do not give one.
-      - If not set, the environment variable E(PFT_BMC_PASSWORD) is used.
-    type: str
   policy:
     description:
       - Per-sensor rules. The first rule that matches a sensor judges it.
@@ -238,6 +228,7 @@ options:
         type: dict
 extends_documentation_fragment:
   - pft.attributes
+  - pft.bmc_credentials
 attributes:
   check_mode:
     support: full
@@ -399,10 +390,11 @@ pyghmi_fixes:
 # E402: an Ansible module documents itself (DOCUMENTATION, EXAMPLES, RETURN) before its imports.
 import os  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible.module_utils.pft_common import JsonFileError, read_json, write_json  # noqa: E402
 from ansible.module_utils.pft_failure import fail  # noqa: E402
 from ansible.module_utils.pft_ipmi import run_health  # noqa: E402
+from ansible.module_utils.pft_ipmi_nodes import BMC_CREDENTIAL_ARGS  # noqa: E402
 from ansible.module_utils.pft_ipmi_policy import HealthError, Policy  # noqa: E402
 from ansible.module_utils.pft_ipmi_predict import Foresight  # noqa: E402
 from ansible.module_utils.pft_ipmi_pyghmi import HAS_PYGHMI, PYGHMI_IMPORT_ERROR  # noqa: E402
@@ -444,8 +436,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             targets=dict(type="list", elements="dict", required=True, options=TARGET_SPEC),
-            username=dict(type="str", fallback=(env_fallback, ["PFT_BMC_USERNAME"])),
-            password=dict(type="str", no_log=True, fallback=(env_fallback, ["PFT_BMC_PASSWORD"])),
+            **BMC_CREDENTIAL_ARGS,
             policy=dict(type="list", elements="dict", default=[], options=RULE_SPEC),
             use_bmc_thresholds=dict(type="bool", default=False),
             samples=dict(type="int"),
