@@ -492,10 +492,11 @@ def test_a_ramp_too_fast_for_any_move_is_still_acted_on_and_the_guest_is_recorde
     rec = recs[0]
     assert rec["node"] == hot and rec["source_stopped_answering"] and rec["lost_after_s"] >= 0, rec
     assert "guest1" not in rec["target_domains"], rec
+    assert rec["source_power"] == "off" and rec["source_power_error"] is None, rec   # the trip, from its BMC
     where = placement(cluster)
     assert where.get("guest1", []) == [] and where.get("guest1--incoming", []) == [], where   # lost, no half copy
     alerts = " ".join(cluster.syslog.drain())
-    assert "guest1 LOST: %s stopped answering" % hot in alerts, alerts
+    assert "guest1 LOST: %s stopped answering" % hot in alerts and "its BMC reports power off" in alerts, alerts
     q = json.load(open(os.path.join(cluster.state_dir, "quarantine.json")))
     assert hot in q["nodes"]
     # the test's own restore (a fenced node's guest restarted: the recovery issue's restore does it)
