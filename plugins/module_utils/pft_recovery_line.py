@@ -6,8 +6,9 @@ complete, and what taking it cost.
 
 A *job* is a named set of guests that must roll back together: an MPI job's ranks have seen each
 other's messages, so one guest restored alone from an older image would hang or compute garbage.
-A *line* is one checkpoint of every guest of the job, taken while they were all paused (drained),
-so that together they are a consistent state of the job.
+A *line* is one checkpoint of every guest of the job: each guest suspended for its save, and none
+resumed before the last image was saved (drained), so that together they are a consistent state of the
+job (docs/recovery.md).
 
 The playbook that takes a line (checkpoint.yml) drives the guests; this file only keeps the books,
 under the state directory's lock, in ``recovery-lines.json``:
@@ -28,8 +29,8 @@ under the state directory's lock, in ``recovery-lines.json``:
 ``newest(job)``
     the line a restore uses: the newest committed one, or None.
 
-The delays are seed 003's (:func:`line_timings`): the *drain* (from the first pause request to the
-last guest paused), the pause and resume *skews* (how far apart the guests stopped and started
+The delays are seed 003's (:func:`line_timings`): the *drain* (from the first pause request, or save
+request, to the last guest paused), the pause and resume *skews* (how far apart the guests stopped and started
 again; TCP peers that resume at different moments back off), the *longest pause* a guest saw, each
 guest's *save* time, and the *resume* delay (from the last save to the last guest running)."""
 

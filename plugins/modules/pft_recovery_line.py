@@ -99,8 +99,9 @@ attributes:
     support: none
 notes:
   - Run it on the controller.
-  - A line is only as consistent as the pause behind it. C(docs/recovery.md) says why pausing every guest before
-    saving any gives a consistent line for TCP-based MPI, and when it would not.
+  - A line is only as consistent as the protocol behind it. C(docs/recovery.md) says why suspending every guest
+    (C(xl save -p)) and resuming none before the last image is saved gives a consistent line for TCP-based MPI,
+    and when it would not.
 seealso:
   - module: xen_prestage
   - module: xen_restore
