@@ -142,7 +142,8 @@ def test_the_module_fences_says_what_check_mode_would_do_and_fails_naming_the_no
     b.bmc.pause()
     got = run_module(module, args, capsys)
     assert got["rc"] == 1 and got["fenced"] == ["fence1"] and got["not_fenced"] == ["fence2"], got
-    assert "cannot fence fence2: BMC unreachable: no answer within 5.0 s" in got["msg"], got["msg"]
+    # our deadline, or pyghmi's own login timeout (about 4-5 s) if it comes first: unreachable either way
+    assert "cannot fence fence2: BMC unreachable: " in got["msg"], got["msg"]
     assert a.bmc.password not in json.dumps(got) and b.bmc.password not in json.dumps(got)
     a.wait_node(False)
     b.bmc.resume()
