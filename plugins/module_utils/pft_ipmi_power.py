@@ -54,13 +54,12 @@ def power_of(rsp):
 class ChassisOperation(BmcOperation):
     """Read the chassis power; with action ``off``, power it down and poll until it reports off."""
 
-    def __init__(self, node, action, poll_s, clock, done, defer):
+    def __init__(self, node, action, poll_s, done, defer):
         super().__init__(node, done, defer)
         self.action = action
         self.poll_s = poll_s
-        self.clock = clock
         self.power = None           # the last power the BMC reported
-        self.sent_off = False
+        self.sent_off = False       # the power down went out (answered or not: it may have reached the BMC)
         self.polls = 0
 
     def resume(self):
@@ -79,6 +78,7 @@ class ChassisOperation(BmcOperation):
             self.finish({"power": self.power, "sent_off": self.sent_off, "confirmed_off": self.power == "off"
                          and self.action == "off", "polls": self.polls})
         elif not self.sent_off:
+            self.sent_off = True
             self.request(CHASSIS, CHASSIS_CONTROL, (POWER_DOWN,), self.sent)
         else:
             self.defer(lambda: self.run(self.status), self.poll_s)
@@ -87,7 +87,6 @@ class ChassisOperation(BmcOperation):
         check_reply(rsp)
         if rsp.get("code") not in (None, 0):
             raise NodeUnavailable("Chassis Control (power down) refused: completion code 0x%02x" % rsp["code"])
-        self.sent_off = True
         self.status()
 
 
@@ -129,7 +128,7 @@ def chassis(targets, action="status", deadline=20.0, poll_s=0.5, command_factory
         def done(result, name=name):
             results[name] = (result, clock() - start)
         node = LanNode(t, command_factory=command_factory, clock=clock)
-        ops[name] = node.begin(ChassisOperation, action, poll_s, clock, done, loop.defer)
+        ops[name] = node.begin(ChassisOperation, action, poll_s, done, loop.defer)
     while len(results) < len(ops) and clock() < end:
         loop.run_due()
         pump_pyghmi(max(0.0, min(0.05, end - clock())))

@@ -43,7 +43,7 @@ import re
 import time
 import uuid
 
-from ansible.module_utils.pft_common import DOMAIN, check_name, utc_iso
+from ansible.module_utils.pft_common import DEFAULT_LOCK_TIMEOUT, DOMAIN, check_name, utc_iso
 from ansible.module_utils.pft_state import StateDir, WatchError
 
 LINES_FILE = "recovery-lines.json"
@@ -120,7 +120,7 @@ class LineStore:
     directory's lock. Every method takes the lock for its own read-modify-write; ``dry_run``
     computes the same answer and writes nothing (not even the directory)."""
 
-    def __init__(self, state_dir, lock_timeout=None, clock=time.time, dry_run=False):
+    def __init__(self, state_dir, lock_timeout=DEFAULT_LOCK_TIMEOUT, clock=time.time, dry_run=False):
         self.state_dir = state_dir
         self.lock_timeout = lock_timeout
         self.clock = clock
@@ -128,8 +128,7 @@ class LineStore:
 
     # -- file ---------------------------------------------------------------
     def _open(self):
-        kwargs = {} if self.lock_timeout is None else {"lock_timeout": self.lock_timeout}
-        return StateDir(self.state_dir, **kwargs)
+        return StateDir(self.state_dir, lock_timeout=self.lock_timeout)
 
     @staticmethod
     def _load(store):
