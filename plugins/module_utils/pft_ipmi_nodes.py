@@ -18,7 +18,7 @@ from __future__ import absolute_import, division, print_function
 import time
 
 from ansible.module_utils.basic import env_fallback
-from ansible.module_utils.pft_ipmi_pyghmi import forget_stale_login, pyghmi_command
+from ansible.module_utils.pft_ipmi_pyghmi import answered, forget_stale_login, pyghmi_command
 
 __metaclass__ = type
 
@@ -268,7 +268,7 @@ class LanNode:
     pyghmi callback (after the callback returns pyghmi clears the request
     entry of whatever was sent last, and its reply would be dropped), so
     every continuation goes through ``defer``; and after each reply the
-    caller of ``raw_command(callback=...)`` must clear ``incommand``.
+    caller of ``raw_command(callback=...)`` must clear ``incommand`` (:func:`pft_ipmi_pyghmi.answered`).
     """
 
     can_async = True
@@ -368,9 +368,7 @@ class BmcOperation:
         session = self.node.cmd.ipmi_session
 
         def got(rsp):
-            session.incommand = False
-            while session.evq:
-                session.evq.popleft().set()
+            answered(session)
             self.defer(lambda: self.run(then, rsp))
         try:
             session.raw_command(netfn=netfn, command=command, data=data, rslun=rslun, callback=got)

@@ -178,6 +178,14 @@ def forget_stale_login(address, username, password, port, session_mod=None):
 
 
 
+def answered(session):
+    """What the caller of ``raw_command(callback=...)`` owes pyghmi once the answer came: the session is
+    free for its next request, and whoever waits for it is woken."""
+    session.incommand = False
+    while session.evq:
+        session.evq.popleft().set()
+
+
 def close_session(session, done):
     """Close a logged-in pyghmi session: Close Session (App netfn 6, command 0x3C, the session id) is
     sent now, and ``done(response)`` runs from pyghmi's event loop on its answer or its timeout. pyghmi
@@ -186,17 +194,15 @@ def close_session(session, done):
     if not getattr(session, "logged", False):
         return False
 
-    def answered(rsp):
-        session.incommand = False
-        while session.evq:
-            session.evq.popleft().set()
+    def closed(rsp):
+        answered(session)
         session.lastpayload = None
         with pyghmi_session.util.protect(pyghmi_session.KEEPALIVE_SESSIONS):
             pyghmi_session.Session.keepalive_sessions.pop(session, None)
         session.logged = 0
         done(rsp)
     session.raw_command(netfn=6, command=0x3C, data=tuple(struct.pack("<I", session.sessionid)), retry=False,
-                        callback=answered)
+                        callback=closed)
     return True
 
 
